@@ -1,0 +1,358 @@
+"""The one interface every attention variant implements, and the variant registry.
+
+A variant is an ``nn.Module`` subclass of :class:`Attention` in its own file under
+``attnbench/variants/``. The shared Transformer blocks (:mod:`attnbench.model`)
+build it with :class:`AttentionDims` plus the variant's own options dataclass and
+call it as ``attn(x, source, ctx)``; they never look at its name.
+
+Most variants change only how the heads mix values, so they subclass
+:class:`MultiHeadAttention` and override :meth:`MultiHeadAttention.attend`, which
+receives per-head ``q, k, v`` and the mask and returns the per-head output and
+(optionally) the attention weights. Variants that need more — their own
+projections (Linformer, Reformer's shared QK), positions (TUPE,
+Transformer-XL), recurrent memory (Transformer-XL), an auxiliary loss
+(SparseBERT's mask penalty) — override ``forward`` or use the fields of
+:class:`AttentionContext` and :class:`AttentionOutput`; the signature stays the same.
+
+Registration happens where the class is defined::
+
+    @register_variant("vanilla", paper="Vaswani et al. 2017, ...")
+    class Vanilla(MultiHeadAttention): ...
+
+    register_preset("topk-8", "topk", k=8)   # a named setting of another variant
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnbench.registry import Registry, RegistryError, caller_origin
+
+
+# ---------------------------------------------------------------------------------------
+# What a variant declares about itself
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Capabilities:
+    """What a variant can do; tasks state what they need and :func:`check_support` compares.
+
+    ``positions`` says who encodes token order: ``"absolute"`` — the model adds its
+    position embeddings to the input (the usual case); ``"own"`` — the variant
+    encodes positions itself (relative or untied schemes) from ``ctx.positions``,
+    and the model adds nothing to the input.
+    """
+
+    causal: bool = True  # can mask the future (decoders, language modelling)
+    cross_attention: bool = True  # keys/values from another sequence of another length
+    padding_mask: bool = True  # honours a key padding mask (variable-length batches)
+    positions: str = "absolute"  # "absolute" | "own"
+    recurrent: bool = False  # carries state across segments (ctx.state / AttentionOutput.state)
+    variable_length: bool = True  # False: needs every sequence padded to ``max_len``
+    max_length: int | None = None  # a hard limit on length, if any (besides ``max_len``)
+    time_complexity: str = "O(n²·d)"
+    memory_complexity: str = "O(n²)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class AttentionDims:
+    """Sizes the model hands to every attention module it builds."""
+
+    d_model: int  # width of the residual stream
+    n_heads: int
+    head_dim: int  # per-head width; usually d_model // n_heads
+    max_len: int  # longest sequence this model will see (positions, Linformer's E/F, ...)
+    dropout: float = 0.0  # dropout on attention weights
+    layer_index: int = 0
+    n_layers: int = 1
+    is_cross: bool = False  # built as encoder–decoder cross-attention
+    is_causal: bool = False  # built for a causal stack (decoder self-attention, LM)
+
+
+@dataclass
+class AttentionMask:
+    """Which keys each query may see, in a form every variant can use.
+
+    Dense variants call :meth:`allowed`; linear-time variants read ``causal`` and
+    ``key_padding`` directly. ``memory_len`` counts keys that precede the current
+    segment (Transformer-XL memory): query ``i`` sits at key position ``memory_len + i``.
+    """
+
+    causal: bool = False
+    key_padding: Tensor | None = None  # (B, S) bool, True = a real token
+    memory_len: int = 0
+
+    def allowed(self, q_len: int, k_len: int, device: torch.device) -> Tensor | None:
+        """Boolean mask broadcastable to (B, H, T, S), True where attention is allowed.
+
+        ``None`` means everything is allowed.
+        """
+        mask: Tensor | None = None
+        if self.causal:
+            q_pos = torch.arange(q_len, device=device)[:, None] + self.memory_len
+            k_pos = torch.arange(k_len, device=device)[None, :]
+            mask = (k_pos <= q_pos)[None, None]  # (1, 1, T, S)
+        if self.key_padding is not None:
+            pad = self.key_padding[:, None, None, :].to(device=device, dtype=torch.bool)  # (B,1,1,S)
+            mask = pad if mask is None else mask & pad
+        return mask
+
+
+@dataclass
+class AttentionContext:
+    """Everything besides the inputs that a variant may need for one call.
+
+    Fields a variant does not use are ignored, so new needs are met by a new field
+    here, not by a new argument on every variant.
+    """
+
+    mask: AttentionMask = field(default_factory=AttentionMask)
+    positions: Tensor | None = None  # (T,) absolute positions of the queries
+    state: Any = None  # this layer's state from the previous segment (recurrent variants)
+    head_mask: Tensor | None = None  # (H,) 1 = keep head, 0 = ablate (head-ablation studies)
+    need_weights: bool = False  # return attention weights for analysis
+
+
+@dataclass
+class AttentionOutput:
+    out: Tensor  # (B, T, d_model)
+    weights: Tensor | None = None  # (B, H, T, S) when asked for and the variant has them
+    state: Any = None  # state for the next segment (recurrent variants)
+    aux_loss: Tensor | None = None  # added to the task loss (e.g. a sparsity penalty)
+
+
+@dataclass
+class NoOptions:
+    """For variants without knobs."""
+
+
+class Attention(nn.Module):
+    """Base class of every attention variant.
+
+    Subclasses set ``Options`` (a dataclass of knobs, defaults commented) and
+    ``capabilities``, accept ``(dims, options)`` in ``__init__`` and implement
+    ``forward(x, source, ctx) -> AttentionOutput`` where ``x`` is (B, T, d_model)
+    queries and ``source`` is (B, S, d_model) keys/values for cross-attention or
+    ``None`` for self-attention.
+    """
+
+    Options: ClassVar[type] = NoOptions
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, dims: AttentionDims, options: Any = None) -> None:
+        super().__init__()
+        self.dims = dims
+        self.options = options if options is not None else self.Options()
+
+    def forward(  # pragma: no cover - interface
+        self, x: Tensor, source: Tensor | None, ctx: AttentionContext
+    ) -> AttentionOutput:
+        raise NotImplementedError
+
+
+class MultiHeadAttention(Attention):
+    """Standard multi-head plumbing around a replaceable ``attend`` step.
+
+    ``forward`` = project (Q = xW_Q, K = sW_K, V = sW_V) → split heads → ``attend``
+    → optional head mask → merge heads → output projection W_O.
+    """
+
+    def __init__(self, dims: AttentionDims, options: Any = None) -> None:
+        super().__init__(dims, options)
+        inner = dims.n_heads * dims.head_dim
+        self.q_proj = nn.Linear(dims.d_model, inner)
+        self.k_proj = nn.Linear(dims.d_model, inner)
+        self.v_proj = nn.Linear(dims.d_model, inner)
+        self.out_proj = nn.Linear(inner, dims.d_model)
+        self.attn_dropout = nn.Dropout(dims.dropout)
+
+    def split_heads(self, t: Tensor) -> Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, self.dims.n_heads, self.dims.head_dim).transpose(1, 2)  # (B, H, n, dh)
+
+    def merge_heads(self, t: Tensor) -> Tensor:
+        b, h, n, dh = t.shape
+        return t.transpose(1, 2).reshape(b, n, h * dh)  # (B, n, H·dh)
+
+    def forward(self, x: Tensor, source: Tensor | None, ctx: AttentionContext) -> AttentionOutput:
+        kv = x if source is None else source
+        q = self.split_heads(self.q_proj(x))  # (B, H, T, dh)
+        k = self.split_heads(self.k_proj(kv))  # (B, H, S, dh)
+        v = self.split_heads(self.v_proj(kv))  # (B, H, S, dh)
+        out, weights = self.attend(q, k, v, ctx)  # (B, H, T, dh), (B, H, T, S) | None
+        if ctx.head_mask is not None:
+            out = out * ctx.head_mask.to(out.dtype)[None, :, None, None]
+        return AttentionOutput(
+            out=self.out_proj(self.merge_heads(out)), weights=weights if ctx.need_weights else None
+        )
+
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext
+    ) -> tuple[Tensor, Tensor | None]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def masked_softmax(scores: Tensor, allowed: Tensor | None) -> Tensor:
+    """Softmax over the last axis restricted to ``allowed`` keys.
+
+    A query with no allowed key (e.g. a fully padded row) gets all-zero weights
+    instead of NaN.
+    """
+    if allowed is None:
+        return F.softmax(scores, dim=-1)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    probs = F.softmax(scores, dim=-1)
+    return probs.masked_fill(~allowed.any(dim=-1, keepdim=True), 0.0)
+
+
+def default_scale(head_dim: int) -> float:
+    return 1.0 / math.sqrt(head_dim)
+
+
+# ---------------------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VariantSpec:
+    """A registered variant: a class plus a named setting of its options."""
+
+    name: str
+    cls: type[Attention]
+    paper: str
+    summary: str
+    defaults: dict[str, Any]  # option values this name fixes (presets)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.cls.capabilities
+
+    def options(self, overrides: dict[str, Any] | None = None) -> Any:
+        """The variant's options dataclass: class defaults < preset < ``overrides``.
+
+        Unknown option names and wrong types raise ``ValueError`` naming the valid ones.
+        """
+        values = {**self.defaults, **(overrides or {})}
+        option_fields = {f.name: f for f in dataclasses.fields(self.cls.Options)}
+        unknown = sorted(set(values) - set(option_fields))
+        if unknown:
+            valid = ", ".join(sorted(option_fields)) or "(none)"
+            raise ValueError(
+                f"variant {self.name!r}: unknown option(s) {', '.join(unknown)}; valid options: {valid}"
+            )
+        for key, value in values.items():
+            expected = option_fields[key].type
+            if not _matches_type(value, expected):
+                raise ValueError(
+                    f"variant {self.name!r}: option {key}={value!r} should be of type {expected}"
+                )
+        return self.cls.Options(**values)
+
+    def resolved_options(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        return dataclasses.asdict(self.options(overrides))
+
+    def build(self, dims: AttentionDims, overrides: dict[str, Any] | None = None) -> Attention:
+        return self.cls(dims, self.options(overrides))
+
+
+def _matches_type(value: Any, annotation: Any) -> bool:
+    """Loose runtime check of option values against their dataclass annotation string."""
+    if isinstance(annotation, str):
+        text = annotation
+    elif isinstance(annotation, type):
+        text = annotation.__name__
+    else:
+        text = str(annotation).replace("NoneType", "None")
+    allowed = {part.strip() for part in text.split("|")}
+    checks = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "None": lambda v: v is None,
+    }
+    known = [checks[a] for a in allowed if a in checks]
+    if not known or len(known) != len(allowed):
+        return True  # an annotation we do not interpret: let the dataclass take it
+    return any(check(value) for check in known)
+
+
+VARIANTS: Registry[VariantSpec] = Registry(
+    "variant", "attnbench.variants", "attnbench.variants", "ATTNBENCH_VARIANT_PATH"
+)
+
+
+def register_variant(name: str, *, paper: str, summary: str = "", **defaults: Any):
+    """Class decorator: register ``cls`` under ``name`` (optionally fixing option values)."""
+    origin = caller_origin()
+
+    def wrap(cls: type[Attention]) -> type[Attention]:
+        if not (isinstance(cls, type) and issubclass(cls, Attention)):
+            raise RegistryError(f"variant {name!r}: {cls!r} is not a subclass of Attention")
+        doc_summary = summary or (cls.__doc__ or "").strip().splitlines()[0:1]
+        text = doc_summary if isinstance(doc_summary, str) else "".join(doc_summary)
+        spec = VariantSpec(name, cls, paper, text, dict(defaults))
+        spec.options()  # fail at import time on bad defaults
+        VARIANTS.add(name, spec, origin)
+        return cls
+
+    return wrap
+
+
+def register_preset(name: str, base: str, *, summary: str = "", **values: Any) -> VariantSpec:
+    """Register a named setting of an already-registered variant, e.g. ``topk-8``."""
+    origin = caller_origin()
+    try:
+        parent = VARIANTS._entries[base]  # no discovery: the base sits in the same module
+    except KeyError:
+        raise RegistryError(f"preset {name!r}: base variant {base!r} is not registered") from None
+    spec = VariantSpec(
+        name, parent.cls, parent.paper, summary or parent.summary, {**parent.defaults, **values}
+    )
+    spec.options()
+    return VARIANTS.add(name, spec, origin)
+
+
+def get_variant(name: str) -> VariantSpec:
+    return VARIANTS.get(name)
+
+
+def variant_names() -> list[str]:
+    return VARIANTS.names()
+
+
+# ---------------------------------------------------------------------------------------
+# Variant × task compatibility
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Requirements:
+    """What a task needs from the attention (declared by the task)."""
+
+    causal: bool = False
+    cross_attention: bool = False  # False: cross-attention may fall back to standard attention
+    padding_mask: bool = False
+    variable_length: bool = False
+    max_len: int = 0
+
+
+def check_support(caps: Capabilities, req: Requirements) -> str | None:
+    """``None`` if a variant with ``caps`` can run a task needing ``req``, else the reason."""
+    if req.causal and not caps.causal:
+        return "needs causal masking, which this variant cannot do"
+    if req.cross_attention and not caps.cross_attention:
+        return "needs cross-attention, which this variant cannot do"
+    if req.padding_mask and not caps.padding_mask:
+        return "needs a key padding mask, which this variant cannot apply"
+    if req.variable_length and not caps.variable_length:
+        return "needs variable-length inputs; this variant needs fixed-length ones"
+    if caps.max_length is not None and req.max_len > caps.max_length:
+        return f"needs length {req.max_len}; this variant supports at most {caps.max_length}"
+    return None

@@ -1,0 +1,237 @@
+"""``attnbench`` command line: list variants and tasks, prepare data, train, build the leaderboard.
+
+Bad input ends with one line ``attnbench: error: ...`` on stderr and exit code 2;
+nothing is written in that case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PROFILE = "config/default.yaml"
+
+
+def _profile(path: str) -> dict[str, Any]:
+    from attnbench.config import load_profile
+
+    return load_profile(path)
+
+
+def _task_entry(profile: dict[str, Any], task: str) -> None:
+    from attnbench.tasks.base import get_task
+
+    get_task(task)  # unknown task names fail with the valid choices
+    if task not in profile["tasks"]:
+        raise ValueError(
+            f"task {task!r} is not configured in profile {profile['profile']!r}; "
+            f"its tasks: {', '.join(profile['tasks'])}"
+        )
+
+
+def data_dir_for(profile: dict[str, Any], task: str) -> Path:
+    return Path(profile["output_dir"]) / "data" / profile["profile"] / task
+
+
+# ---------------------------------------------------------------------------------------
+def cmd_variants(args: argparse.Namespace) -> int:
+    from attnbench.attention import VARIANTS
+
+    rows = []
+    for name, spec in VARIANTS.items():
+        caps = spec.capabilities
+        rows.append(
+            {
+                "name": name,
+                "paper": spec.paper,
+                "summary": spec.summary,
+                "options": spec.resolved_options(),
+                "capabilities": caps.as_dict(),
+                "defined_in": VARIANTS.origin(name),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    yes = {True: "yes", False: "no"}
+    header = ("variant", "causal", "cross", "pad-mask", "positions", "recurrent", "time", "memory", "paper")
+    table = [header]
+    for r in rows:
+        c = r["capabilities"]
+        table.append(
+            (
+                r["name"], yes[c["causal"]], yes[c["cross_attention"]], yes[c["padding_mask"]],
+                c["positions"], yes[c["recurrent"]], c["time_complexity"], c["memory_complexity"],
+                r["paper"],
+            )
+        )
+    _print_table(table)
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from attnbench.tasks.base import TASKS
+
+    rows = []
+    for name, cls in TASKS.items():
+        rows.append(
+            {
+                "name": name,
+                "family": cls.family,
+                "head": cls.head,
+                "metric": cls.metric,
+                "higher_is_better": cls.higher_is_better,
+                "summary": (cls.__doc__ or "").strip().splitlines()[0],
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = [("task", "family", "head", "metric", "summary")]
+    for r in rows:
+        arrow = "↑" if r["higher_is_better"] else "↓"
+        table.append((r["name"], r["family"], r["head"], f"{r['metric']} {arrow}", r["summary"]))
+    _print_table(table)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from attnbench.config import selected_tasks, selected_variants
+
+    profile = _profile(args.profile)
+    print(
+        f"profile {profile['profile']!r} is valid: {len(selected_tasks(profile))} task(s) × "
+        f"{len(selected_variants(profile))} variant(s) × {len(profile['seeds'])} seed(s)"
+    )
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from attnbench.runner import prepare_data
+
+    profile = _profile(args.profile)
+    _task_entry(profile, args.task)
+    out = Path(args.out) if args.out else data_dir_for(profile, args.task)
+    prepare_data(profile, args.task, out)
+    print(f"prepared {args.task} in {out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from attnbench.attention import get_variant
+    from attnbench.records import record_path
+    from attnbench.runner import run_job
+
+    profile = _profile(args.profile)
+    _task_entry(profile, args.task)
+    get_variant(args.variant)
+    if args.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
+    out = Path(args.out) if args.out else record_path(
+        profile["output_dir"], profile["profile"], args.task, args.variant, args.seed
+    )
+    data = Path(args.data) if args.data else data_dir_for(profile, args.task)
+    record = run_job(
+        profile, args.task, args.variant, args.seed,
+        data_dir=data, record_file=out, na_ok=args.na_ok,
+        progress=not args.no_progress, threads=args.threads,
+    )
+    summary = record["status"]
+    if record["status"] == "ok":
+        name = record["metric"]["name"]
+        summary += f": test {name} = {record['metrics']['test'][name]:.4f} (best step {record['metrics']['best_step']})"
+    elif record.get("reason"):
+        summary += f": {record['reason']}"
+    print(f"{args.task} × {args.variant} seed {args.seed} — {summary}; record: {out}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from attnbench.leaderboard import build_leaderboard
+    from attnbench.records import iter_record_files
+
+    files = [Path(f) for f in args.records] if args.records else list(iter_record_files(args.runs))
+    result = build_leaderboard(files, args.md, args.csv)
+    print(
+        f"leaderboard: {result.n_records} record(s), {result.n_skipped} skipped → {args.md}, {args.csv}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for j, row in enumerate(rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attnbench",
+        description="A reproducibility benchmark suite for attention mechanisms. "
+        "The full pipeline runs with `snakemake --cores all`; these commands are its steps.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("variants", help="list registered attention variants and their capabilities")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_variants)
+
+    p = sub.add_parser("tasks", help="list registered tasks")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("check", help="validate a profile YAML file against the schema")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="profile YAML (default: %(default)s)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("prepare", help="generate or read one task's data into the data directory")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="profile YAML (default: %(default)s)")
+    p.add_argument("--task", required=True, help="task name (see `attnbench tasks`)")
+    p.add_argument("--out", help="data directory (default: <output_dir>/data/<profile>/<task>)")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train one (task, variant, seed) and write its JSON record")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="profile YAML (default: %(default)s)")
+    p.add_argument("--task", required=True, help="task name (see `attnbench tasks`)")
+    p.add_argument("--variant", required=True, help="variant name (see `attnbench variants`)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--data", help="prepared data directory (default: <output_dir>/data/<profile>/<task>)")
+    p.add_argument("--out", help="record path (default: <output_dir>/runs/<profile>/<task>/<variant>/seed<S>.json)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the profile's `threads`)")
+    p.add_argument(
+        "--na-ok", action="store_true",
+        help="if the variant cannot run the task, write an `n/a` record with the reason "
+        "instead of failing (the workflow uses this)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("leaderboard", help="build the leaderboard (Markdown + CSV) from run records")
+    p.add_argument("--runs", default="results/runs", help="directory searched for records (default: %(default)s)")
+    p.add_argument("--records", nargs="*", help="explicit record files (instead of --runs)")
+    p.add_argument("--md", default="results/leaderboard.md", help="Markdown output (default: %(default)s)")
+    p.add_argument("--csv", default="results/leaderboard.csv", help="CSV output (default: %(default)s)")
+    p.set_defaults(func=cmd_leaderboard)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        # ConfigError, JobError, unknown names, bad data: one line, exit 2
+        message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        print(f"attnbench: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

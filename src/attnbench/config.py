@@ -1,0 +1,165 @@
+"""Profiles: YAML files validated by a JSON schema, resolved into one config per job.
+
+A *profile* (``config/default.yaml``, ``config/standard.yaml`` …) says which
+variants and tasks to run, at which sizes, with which seeds. :func:`job_config`
+resolves it for one (task, variant): global ``model``/``train`` sections
+overridden by the task's own, the task's data knobs and the variant's options,
+all filled with defaults. That resolved dict goes into the run record, and its
+hash decides whether Snakemake must rerun a job.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from attnbench.attention import get_variant, variant_names
+from attnbench.model import ModelConfig
+from attnbench.tasks.base import get_task, make_data_config, task_names
+from attnbench.train import TrainConfig
+
+
+class ConfigError(ValueError):
+    """A profile is missing, malformed or invalid; the message is one line for the user."""
+
+
+@cache
+def profile_schema() -> dict[str, Any]:
+    text = resources.files("attnbench").joinpath("schemas/profile.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def load_profile(path: str | Path) -> dict[str, Any]:
+    """Read and validate a profile YAML file (defaults filled in)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"profile file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read profile {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"malformed YAML in {path}{where}: {problem}") from None
+    return validate_profile(data, source=str(path))
+
+
+def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
+    """Validate a profile dict against the schema and the registries; return it with defaults."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a profile must be a YAML mapping, got {type(data).__name__}")
+    validator = jsonschema.Draft202012Validator(profile_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ConfigError(f"{source}: invalid value at {where}: {err.message}")
+    profile = _fill_defaults(copy.deepcopy(data))
+    for name in profile["tasks"]:
+        if name not in task_names():
+            raise ConfigError(
+                f"{source}: unknown task {name!r} under tasks; valid choices: {', '.join(task_names())}"
+            )
+    sel = profile["variants"]
+    listed = [*sel["exclude"], *sel["options"], *([] if sel["include"] == "all" else sel["include"])]
+    for name in listed:
+        if name not in variant_names():
+            raise ConfigError(
+                f"{source}: unknown variant {name!r} under variants; "
+                f"valid choices: {', '.join(variant_names())}"
+            )
+    # Resolve every job once so that type/range errors surface before any training starts.
+    for task in selected_tasks(profile):
+        for variant in selected_variants(profile):
+            try:
+                job_config(profile, task, variant)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+    return profile
+
+
+def _fill_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    schema = profile_schema()["properties"]
+    for key, spec in schema.items():
+        if "default" in spec and key not in data:
+            data[key] = copy.deepcopy(spec["default"])
+    variants = data.setdefault("variants", {})
+    for key, spec in schema["variants"]["properties"].items():
+        variants.setdefault(key, copy.deepcopy(spec["default"]))
+    data.setdefault("model", {})
+    data.setdefault("train", {})
+    for task in data["tasks"].values():
+        task.setdefault("enabled", True)
+    return data
+
+
+def selected_tasks(profile: dict[str, Any]) -> list[str]:
+    return [name for name, spec in profile["tasks"].items() if spec.get("enabled", True)]
+
+
+def selected_variants(profile: dict[str, Any]) -> list[str]:
+    sel = profile.get("variants", {})
+    include = sel.get("include", "all")
+    names = variant_names() if include == "all" else list(include)
+    return [n for n in names if n not in set(sel.get("exclude", []))]
+
+
+def job_config(profile: dict[str, Any], task: str, variant: str) -> dict[str, Any]:
+    """The fully resolved configuration of one (task, variant) job (seed excluded).
+
+    Raises ``ValueError`` with a one-line message on a bad value.
+    """
+    task_cls = get_task(task)
+    task_spec = profile["tasks"].get(task)
+    if task_spec is None:
+        raise ValueError(
+            f"task {task!r} is not in profile {profile['profile']!r}; "
+            f"its tasks: {', '.join(profile['tasks'])}"
+        )
+    spec = get_variant(variant)
+    data_cfg = make_data_config(task_cls, task_spec.get("data"))
+    model_values = {**profile.get("model", {}), **task_spec.get("model", {})}
+    train_values = {**profile.get("train", {}), **task_spec.get("train", {})}
+    task_obj = task_cls(data_cfg)
+    model_cfg = ModelConfig(**model_values, max_len=task_obj.max_len())
+    train_cfg = TrainConfig(**train_values)
+    options = spec.resolved_options(profile.get("variants", {}).get("options", {}).get(variant))
+    return {
+        "profile": profile["profile"],
+        "task": task,
+        "variant": variant,
+        "data": dataclasses.asdict(data_cfg),
+        "model": dataclasses.asdict(model_cfg),
+        "train": dataclasses.asdict(train_cfg),
+        "variant_options": options,
+        "device": profile.get("device", "auto"),
+        "threads": profile.get("threads", 1),
+        "deterministic": profile.get("deterministic", False),
+        "offline": profile.get("offline", True),
+    }
+
+
+def data_config_hash(profile: dict[str, Any], task: str) -> str:
+    """Hash of what determines a task's prepared data (its data knobs)."""
+    task_cls = get_task(task)
+    data_cfg = make_data_config(task_cls, profile["tasks"][task].get("data"))
+    return config_hash({"task": task, "data": dataclasses.asdict(data_cfg)})
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    """Stable short hash of a JSON-able config (key order does not matter)."""
+    blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Dataset generators, tokenizers and file readers for the attnbench tasks."""

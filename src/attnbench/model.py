@@ -1,0 +1,456 @@
+"""Shared Transformer blocks and task heads.
+
+Every block receives its attention as a built module (from a :class:`VariantSpec`)
+and calls it through the one interface in :mod:`attnbench.attention`; nothing
+here knows or tests a variant's name. What differs between variants reaches the
+model only through their declared :class:`Capabilities` (e.g. whether the model
+adds absolute positions to the input).
+
+Layout (pre-LN by default, Xiong et al. 2020)::
+
+    x → x + Attn(LN(x)) → x + CrossAttn(LN(x), memory) → x + FFN(LN(x))
+
+Heads: :class:`SequenceClassifier` (CLS or mean pooling), :class:`PairClassifier`
+(two towers, LRA Retrieval style), :class:`LanguageModel` (causal decoder) and
+:class:`EncoderDecoder` (translation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnbench.attention import (
+    AttentionContext,
+    AttentionDims,
+    AttentionMask,
+    VariantSpec,
+)
+
+
+@dataclass
+class ModelConfig:
+    """Backbone sizes; the profile sets them per task (defaults are a small CPU model)."""
+
+    d_model: int = 64  # residual width
+    n_heads: int = 4
+    n_layers: int = 2
+    d_ff: int = 128  # feed-forward hidden width
+    head_dim: int | None = None  # None: d_model // n_heads
+    dropout: float = 0.1  # on embeddings, residual branches and FFN
+    attention_dropout: float = 0.0  # on attention weights
+    positions: str = "learned"  # "learned" | "sinusoidal" (ignored if the variant owns positions)
+    norm_first: bool = True  # pre-LN (True) or post-LN (False)
+    pooling: str = "mean"  # "mean" | "cls" (classification heads)
+    activation: str = "gelu"  # "gelu" | "relu"
+    max_len: int = 512  # longest input (set by the task from its data)
+    tie_embeddings: bool = True  # LM / decoder: output projection shares the embedding
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_heads", "n_layers", "d_ff", "max_len"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.head_dim is None:
+            if self.d_model % self.n_heads:
+                raise ValueError(
+                    f"model.d_model ({self.d_model}) must be divisible by model.n_heads "
+                    f"({self.n_heads}), or set model.head_dim"
+                )
+            self.head_dim = self.d_model // self.n_heads
+        choices = {
+            "positions": ("learned", "sinusoidal"),
+            "pooling": ("mean", "cls"),
+            "activation": ("gelu", "relu"),
+        }
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(
+                    f"model.{name}={getattr(self, name)!r}; valid choices: {', '.join(valid)}"
+                )
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+@dataclass
+class StackOutput:
+    hidden: Tensor  # (B, T, d_model), after the final norm
+    aux_loss: Tensor | None = None  # sum of the variants' auxiliary losses
+    weights: list[Tensor | None] = field(default_factory=list)  # per layer (B, H, T, S)
+    state: list[Any] | None = None  # per layer, for recurrent variants
+
+
+# ---------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.d_model, cfg.d_ff)
+        self.fc2 = nn.Linear(cfg.d_ff, cfg.d_model)
+        self.act = nn.GELU() if cfg.activation == "gelu" else nn.ReLU()
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.dropout(self.act(self.fc1(x))))
+
+
+def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
+    """PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...) (Vaswani et al. 2017)."""
+    position = torch.arange(max_len, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    table = torch.zeros(max_len, d_model)
+    table[:, 0::2] = torch.sin(position * div)
+    table[:, 1::2] = torch.cos(position * div)[:, : d_model // 2]
+    return table
+
+
+class Embedding(nn.Module):
+    """Token embedding, plus absolute positions unless the variant encodes positions itself."""
+
+    def __init__(self, vocab_size: int, cfg: ModelConfig, add_positions: bool) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(vocab_size, cfg.d_model)
+        self.scale = math.sqrt(cfg.d_model)
+        self.add_positions = add_positions
+        self.max_len = cfg.max_len
+        self.positions: nn.Module | None = None
+        if add_positions and cfg.positions == "learned":
+            self.positions = nn.Embedding(cfg.max_len, cfg.d_model)
+        elif add_positions:
+            self.register_buffer("sinusoid", sinusoidal_table(cfg.max_len, cfg.d_model), persistent=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        nn.init.normal_(self.tokens.weight, std=cfg.d_model**-0.5)
+
+    def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
+        length = ids.shape[1]
+        if offset + length > self.max_len:
+            raise ValueError(
+                f"sequence of length {offset + length} is longer than the model's max_len {self.max_len}"
+            )
+        x = self.tokens(ids) * self.scale  # (B, T, d)
+        if self.add_positions:
+            pos = torch.arange(offset, offset + length, device=ids.device)
+            x = x + (self.positions(pos) if self.positions is not None else self.sinusoid[pos])
+        return self.dropout(x)
+
+
+class TransformerLayer(nn.Module):
+    """One block assembled from parts: self-attention, optional cross-attention, FFN."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        self_attn: nn.Module,
+        cross_attn: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm_first = cfg.norm_first
+        self.self_attn = self_attn
+        self.cross_attn = cross_attn
+        self.ff = FeedForward(cfg)
+        self.norm1 = nn.LayerNorm(cfg.d_model)
+        self.norm2 = nn.LayerNorm(cfg.d_model) if cross_attn is not None else None
+        self.norm3 = nn.LayerNorm(cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def _residual(self, x: Tensor, norm: nn.Module, fn) -> tuple[Tensor, Any]:
+        if self.norm_first:
+            y, extra = fn(norm(x))
+            return x + self.dropout(y), extra
+        y, extra = fn(x)
+        return norm(x + self.dropout(y)), extra
+
+    def forward(
+        self,
+        x: Tensor,
+        ctx: AttentionContext,
+        memory: Tensor | None = None,
+        cross_ctx: AttentionContext | None = None,
+    ) -> tuple[Tensor, list[Any]]:
+        outs = []
+
+        def self_attention(h: Tensor):
+            o = self.self_attn(h, None, ctx)
+            outs.append(o)
+            return o.out, None
+
+        x, _ = self._residual(x, self.norm1, self_attention)
+        if self.cross_attn is not None:
+            assert memory is not None and cross_ctx is not None and self.norm2 is not None
+
+            def cross_attention(h: Tensor):
+                o = self.cross_attn(h, memory, cross_ctx)
+                outs.append(o)
+                return o.out, None
+
+            x, _ = self._residual(x, self.norm2, cross_attention)
+        x, _ = self._residual(x, self.norm3, lambda h: (self.ff(h), None))
+        return x, outs
+
+
+class TransformerStack(nn.Module):
+    """N layers of one attention variant (and optionally cross-attention) with a final norm."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        variant: VariantSpec,
+        variant_options: dict[str, Any] | None = None,
+        *,
+        causal: bool = False,
+        cross_variant: VariantSpec | None = None,
+        cross_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.causal = causal
+        assert cfg.head_dim is not None
+        layers = []
+        for i in range(cfg.n_layers):
+            dims = AttentionDims(
+                d_model=cfg.d_model,
+                n_heads=cfg.n_heads,
+                head_dim=cfg.head_dim,
+                max_len=cfg.max_len,
+                dropout=cfg.attention_dropout,
+                layer_index=i,
+                n_layers=cfg.n_layers,
+                is_causal=causal,
+            )
+            cross = None
+            if cross_variant is not None:
+                cross_dims = dataclasses.replace(dims, is_cross=True, is_causal=False)
+                cross = cross_variant.build(cross_dims, cross_options)
+            layers.append(TransformerLayer(cfg, variant.build(dims, variant_options), cross))
+        self.layers = nn.ModuleList(layers)
+        self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm_first else nn.Identity()
+
+    def forward(
+        self,
+        x: Tensor,
+        key_padding: Tensor | None = None,
+        *,
+        memory: Tensor | None = None,
+        memory_padding: Tensor | None = None,
+        state: list[Any] | None = None,
+        offset: int = 0,
+        head_mask: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> StackOutput:
+        """x: (B, T, d); key_padding: (B, T) True = real token; head_mask: (L, H)."""
+        positions = torch.arange(offset, offset + x.shape[1], device=x.device)
+        aux: Tensor | None = None
+        weights: list[Tensor | None] = []
+        new_state: list[Any] = []
+        for i, layer in enumerate(self.layers):
+            ctx = AttentionContext(
+                mask=AttentionMask(causal=self.causal, key_padding=key_padding),
+                positions=positions,
+                state=state[i] if state is not None else None,
+                head_mask=head_mask[i] if head_mask is not None else None,
+                need_weights=need_weights,
+            )
+            cross_ctx = None
+            if memory is not None:
+                cross_ctx = AttentionContext(
+                    mask=AttentionMask(causal=False, key_padding=memory_padding),
+                    head_mask=ctx.head_mask,
+                    need_weights=need_weights,
+                )
+            x, outs = layer(x, ctx, memory, cross_ctx)
+            weights.append(outs[0].weights)
+            new_state.append(outs[0].state)
+            for o in outs:
+                if o.aux_loss is not None:
+                    aux = o.aux_loss if aux is None else aux + o.aux_loss
+        return StackOutput(
+            hidden=self.final_norm(x),
+            aux_loss=aux,
+            weights=weights,
+            state=new_state if any(s is not None for s in new_state) else None,
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Task heads
+# ---------------------------------------------------------------------------------------
+@dataclass
+class ModelOutput:
+    logits: Tensor
+    aux_loss: Tensor | None = None
+    weights: list[Tensor | None] = field(default_factory=list)
+    state: list[Any] | None = None
+
+
+def pool(hidden: Tensor, key_padding: Tensor | None, how: str) -> Tensor:
+    """(B, T, d) → (B, d): the first ([CLS]) position, or the mean over real tokens."""
+    if how == "cls":
+        return hidden[:, 0]
+    if key_padding is None:
+        return hidden.mean(dim=1)
+    weights = key_padding.to(hidden.dtype)[..., None]  # (B, T, 1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+class Encoder(nn.Module):
+    """Embedding + bidirectional stack."""
+
+    def __init__(self, vocab_size: int, cfg: ModelConfig, variant: VariantSpec, options=None):
+        super().__init__()
+        self.embed = Embedding(vocab_size, cfg, variant.capabilities.positions == "absolute")
+        self.stack = TransformerStack(cfg, variant, options)
+
+    def forward(self, ids: Tensor, key_padding: Tensor | None, **kwargs: Any) -> StackOutput:
+        return self.stack(self.embed(ids), key_padding, **kwargs)
+
+
+class SequenceClassifier(nn.Module):
+    """Encoder → pooling (CLS or mean) → linear classifier (LRA ListOps, Text, Image, ...)."""
+
+    def __init__(
+        self, vocab_size: int, n_classes: int, cfg: ModelConfig, variant: VariantSpec, options=None
+    ) -> None:
+        super().__init__()
+        self.pooling = cfg.pooling
+        self.encoder = Encoder(vocab_size, cfg, variant, options)
+        self.classifier = nn.Linear(cfg.d_model, n_classes)
+
+    def forward(self, ids: Tensor, key_padding: Tensor | None = None, **kwargs: Any) -> ModelOutput:
+        enc = self.encoder(ids, key_padding, **kwargs)
+        pooled = pool(enc.hidden, key_padding, self.pooling)
+        return ModelOutput(self.classifier(pooled), enc.aux_loss, enc.weights)
+
+
+class PairClassifier(nn.Module):
+    """Two towers sharing one encoder; [u, v, u⊙v, u−v] → MLP (LRA Retrieval)."""
+
+    def __init__(
+        self, vocab_size: int, n_classes: int, cfg: ModelConfig, variant: VariantSpec, options=None
+    ) -> None:
+        super().__init__()
+        self.pooling = cfg.pooling
+        self.encoder = Encoder(vocab_size, cfg, variant, options)
+        self.mlp = nn.Sequential(
+            nn.Linear(4 * cfg.d_model, cfg.d_ff),
+            nn.GELU() if cfg.activation == "gelu" else nn.ReLU(),
+            nn.Linear(cfg.d_ff, n_classes),
+        )
+
+    def forward(
+        self,
+        ids_a: Tensor,
+        ids_b: Tensor,
+        padding_a: Tensor | None = None,
+        padding_b: Tensor | None = None,
+        **kwargs: Any,
+    ) -> ModelOutput:
+        enc_a = self.encoder(ids_a, padding_a, **kwargs)
+        enc_b = self.encoder(ids_b, padding_b, **kwargs)
+        u = pool(enc_a.hidden, padding_a, self.pooling)
+        v = pool(enc_b.hidden, padding_b, self.pooling)
+        aux = _add(enc_a.aux_loss, enc_b.aux_loss)
+        return ModelOutput(self.mlp(torch.cat([u, v, u * v, u - v], dim=-1)), aux, enc_a.weights)
+
+
+class LanguageModel(nn.Module):
+    """Causal decoder-only model with a (tied) output projection."""
+
+    def __init__(self, vocab_size: int, cfg: ModelConfig, variant: VariantSpec, options=None):
+        super().__init__()
+        self.embed = Embedding(vocab_size, cfg, variant.capabilities.positions == "absolute")
+        self.stack = TransformerStack(cfg, variant, options, causal=True)
+        self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.tokens.weight
+
+    def forward(
+        self, ids: Tensor, key_padding: Tensor | None = None, *, offset: int = 0, **kwargs: Any
+    ) -> ModelOutput:
+        out = self.stack(self.embed(ids, offset), key_padding, offset=offset, **kwargs)
+        return ModelOutput(self.lm_head(out.hidden), out.aux_loss, out.weights, out.state)
+
+
+class EncoderDecoder(nn.Module):
+    """Encoder–decoder for translation.
+
+    Self-attention in both stacks uses the variant (causal in the decoder);
+    cross-attention uses ``cross_variant`` — the variant itself when it declares
+    cross-attention support, otherwise standard attention (the caller decides and
+    records which).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        cfg: ModelConfig,
+        variant: VariantSpec,
+        cross_variant: VariantSpec,
+        options=None,
+        cross_options=None,
+    ) -> None:
+        super().__init__()
+        self.encoder = Encoder(vocab_size, cfg, variant, options)
+        self.decoder_embed = Embedding(vocab_size, cfg, variant.capabilities.positions == "absolute")
+        self.decoder_embed.tokens = self.encoder.embed.tokens  # shared vocabulary
+        self.decoder = TransformerStack(
+            cfg, variant, options, causal=True, cross_variant=cross_variant, cross_options=cross_options
+        )
+        self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.encoder.embed.tokens.weight
+
+    def encode(self, src: Tensor, src_padding: Tensor | None = None) -> StackOutput:
+        return self.encoder(src, src_padding)
+
+    def decode(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        memory_padding: Tensor | None,
+        tgt_padding: Tensor | None = None,
+        **kwargs: Any,
+    ) -> ModelOutput:
+        out = self.decoder(
+            self.decoder_embed(tgt), tgt_padding, memory=memory, memory_padding=memory_padding, **kwargs
+        )
+        return ModelOutput(self.lm_head(out.hidden), out.aux_loss, out.weights, out.state)
+
+    def forward(
+        self,
+        src: Tensor,
+        tgt: Tensor,
+        src_padding: Tensor | None = None,
+        tgt_padding: Tensor | None = None,
+    ) -> ModelOutput:
+        enc = self.encode(src, src_padding)
+        dec = self.decode(tgt, enc.hidden, src_padding, tgt_padding)
+        dec.aux_loss = _add(enc.aux_loss, dec.aux_loss)
+        return dec
+
+
+def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters, each shared tensor counted once."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def cross_entropy(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=ignore_index)

@@ -1,0 +1,240 @@
+"""The task interface, the task registry and a shared classification base.
+
+A task owns its data (prepare once, load many times), builds its model head
+around the shared backbone, computes the training loss and evaluates. The
+trainer (:mod:`attnbench.train`) sees only this interface.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from attnbench.attention import Requirements, VariantSpec
+from attnbench.model import ModelConfig, SequenceClassifier, cross_entropy
+from attnbench.registry import Registry, RegistryError, caller_origin
+
+DATA_SOURCES = ("generated", "bundled", "huggingface", "lra-release")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the data is; shown on the leaderboard next to every number."""
+
+    name: str  # e.g. "listops-generated", "bible-en-es"
+    source: str  # one of DATA_SOURCES
+    stand_in: bool  # True: an offline stand-in for a real benchmark
+    description: str  # one line, e.g. "LRA ListOps rules, seeded generator, length 20–150"
+
+    def __post_init__(self) -> None:
+        if self.source not in DATA_SOURCES:
+            raise ValueError(f"data source {self.source!r}; valid: {', '.join(DATA_SOURCES)}")
+
+
+@dataclass
+class Batch:
+    """One mini-batch; ``inputs`` go to the model as keyword arguments."""
+
+    inputs: dict[str, Tensor]
+    targets: Tensor
+    n_tokens: int  # real (non-pad) input tokens, for tokens/s
+    index: Tensor | None = None  # example indices in the split (for saved predictions)
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            {k: v.to(device) for k, v in self.inputs.items()},
+            self.targets.to(device),
+            self.n_tokens,
+            self.index,
+        )
+
+
+class EmptySplitError(ValueError):
+    pass
+
+
+class Task:
+    """Base class of a benchmark task.
+
+    Class attributes describe the task; ``DataConfig`` is a dataclass of the data
+    knobs the profile may set under ``tasks.<name>.data``.
+    """
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = ""  # "lra" | "lm" | "translation" | "glue"
+    metric: ClassVar[str] = ""  # primary metric, a key of evaluate()'s result
+    higher_is_better: ClassVar[bool] = True
+    head: ClassVar[str] = ""  # "classification" | "pair_classification" | "lm" | "seq2seq"
+    DataConfig: ClassVar[type] = object
+
+    def __init__(self, data_cfg: Any) -> None:
+        self.cfg = data_cfg
+        self.splits: dict[str, Any] = {}
+
+    # -- description ------------------------------------------------------------------
+    def requirements(self) -> Requirements:
+        raise NotImplementedError
+
+    def dataset_info(self) -> DatasetInfo:
+        raise NotImplementedError
+
+    def max_len(self) -> int:
+        """Longest model input this task produces (sets ``ModelConfig.max_len``)."""
+        raise NotImplementedError
+
+    # -- data -----------------------------------------------------------------------------
+    def prepare(self, out_dir: Path) -> None:
+        """Create the task's data files under ``out_dir`` (run once per task)."""
+        raise NotImplementedError
+
+    def load(self, data_dir: Path) -> None:
+        """Read prepared data into ``self.splits`` (train/val/test)."""
+        raise NotImplementedError
+
+    def batches(
+        self, split: str, batch_size: int, *, shuffle: bool = False, epoch: int = 0, seed: int = 0
+    ) -> Iterator[Batch]:
+        raise NotImplementedError
+
+    def split_size(self, split: str) -> int:
+        return len(self.splits[split])
+
+    # -- model ----------------------------------------------------------------------------
+    def build_model(self, cfg: ModelConfig, variant: VariantSpec, options: dict[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, split: str, batch_size: int, device: torch.device
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Metrics on a whole split, and per-example predictions (for significance tests)."""
+        raise NotImplementedError
+
+    def baselines(self) -> dict[str, float]:
+        """Trivial baselines on the test split (e.g. majority class), for the leaderboard."""
+        return {}
+
+
+TASKS: Registry[type[Task]] = Registry("task", "attnbench.tasks", "attnbench.tasks", "ATTNBENCH_TASK_PATH")
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: register a task under its ``name``."""
+    if not cls.name:
+        raise RegistryError(f"task class {cls.__name__} has no name")
+    if not dataclasses.is_dataclass(cls.DataConfig):
+        raise RegistryError(f"task {cls.name!r}: DataConfig must be a dataclass")
+    TASKS.add(cls.name, cls, caller_origin())
+    return cls
+
+
+def get_task(name: str) -> type[Task]:
+    return TASKS.get(name)
+
+
+def task_names() -> list[str]:
+    return TASKS.names()
+
+
+def make_data_config(task_cls: type[Task], values: dict[str, Any] | None) -> Any:
+    """Build the task's DataConfig from profile values; unknown keys name the valid ones."""
+    values = dict(values or {})
+    names = {f.name for f in dataclasses.fields(task_cls.DataConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(
+            f"tasks.{task_cls.name}.data: unknown key(s) {', '.join(unknown)}; "
+            f"valid keys: {', '.join(sorted(names))}"
+        )
+    return task_cls.DataConfig(**values)
+
+
+# ---------------------------------------------------------------------------------------
+# Shared base for single-sequence classification (ListOps, LRA Text / Image / Pathfinder)
+# ---------------------------------------------------------------------------------------
+PAD_ID = 0
+CLS_ID = 1
+
+
+class SequenceClassificationTask(Task):
+    """Examples are ``(token ids, label)``; inputs are ``[CLS] + ids`` padded per batch."""
+
+    head = "classification"
+    metric = "accuracy"
+    higher_is_better = True
+    n_classes: ClassVar[int] = 2
+
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def requirements(self) -> Requirements:
+        return Requirements(padding_mask=True, variable_length=True, max_len=self.max_len())
+
+    def build_model(self, cfg: ModelConfig, variant: VariantSpec, options: dict[str, Any]) -> nn.Module:
+        return SequenceClassifier(self.vocab_size(), self.n_classes, cfg, variant, options)
+
+    def batches(
+        self, split: str, batch_size: int, *, shuffle: bool = False, epoch: int = 0, seed: int = 0
+    ) -> Iterator[Batch]:
+        examples: Sequence[tuple[Sequence[int], int]] = self.splits[split]
+        if not examples:
+            raise EmptySplitError(f"task {self.name!r}: split {split!r} is empty")
+        order = list(range(len(examples)))
+        if shuffle:  # the order is a pure function of (seed, epoch): resumable and reproducible
+            gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            order = torch.randperm(len(examples), generator=gen).tolist()
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            rows = [[CLS_ID, *examples[i][0]] for i in idx]
+            width = max(len(r) for r in rows)
+            ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+            for j, row in enumerate(rows):
+                ids[j, : len(row)] = torch.tensor(row, dtype=torch.long)
+            padding = ids != PAD_ID
+            targets = torch.tensor([examples[i][1] for i in idx], dtype=torch.long)
+            yield Batch(
+                {"ids": ids, "key_padding": padding},
+                targets,
+                int(padding.sum()),
+                torch.tensor(idx, dtype=torch.long),
+            )
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        out = model(**batch.inputs)
+        loss = cross_entropy(out.logits, batch.targets)
+        return loss if out.aux_loss is None else loss + out.aux_loss
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, split: str, batch_size: int, device: torch.device
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        correct, total, loss_sum = 0, 0, 0.0
+        predictions: list[dict[str, Any]] = []
+        for batch in self.batches(split, batch_size):
+            batch = batch.to(device)
+            logits = model(**batch.inputs).logits.float()
+            loss_sum += float(cross_entropy(logits, batch.targets)) * len(batch.targets)
+            pred = logits.argmax(dim=-1)
+            correct += int((pred == batch.targets).sum())
+            total += len(batch.targets)
+            assert batch.index is not None
+            for i, p, t in zip(batch.index.tolist(), pred.tolist(), batch.targets.tolist(), strict=True):
+                predictions.append({"index": i, "prediction": p, "target": t})
+        return {"accuracy": correct / total, "loss": loss_sum / total}, predictions
+
+    def baselines(self) -> dict[str, float]:
+        train_labels = [label for _, label in self.splits["train"]]
+        test_labels = [label for _, label in self.splits["test"]]
+        if not train_labels or not test_labels:
+            return {}
+        majority = max(set(train_labels), key=lambda c: (train_labels.count(c), -c))
+        return {"majority_class": sum(label == majority for label in test_labels) / len(test_labels)}

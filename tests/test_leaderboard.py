@@ -1,0 +1,455 @@
+"""Tests for the leaderboard built from run records (attnbench.leaderboard)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from attnbench.leaderboard import (
+    CSV_COLUMNS,
+    build_leaderboard,
+    format_metric,
+    metric_scale,
+    records_frame,
+)
+from attnbench.records import (
+    REQUIRED_KEYS,
+    iter_record_files,
+    load_records,
+    record_path,
+    write_record,
+)
+
+TASK_METRICS = {
+    "listops": ("accuracy", True),
+    "lm": ("perplexity", False),
+}
+
+
+def make_record(
+    task: str = "listops",
+    variant: str = "vanilla",
+    seed: int = 0,
+    value: float | None = 0.5,
+    *,
+    status: str = "ok",
+    reason: str | None = None,
+    profile: str = "default",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A complete record; ``value`` is the test value of the task's primary metric."""
+    metric, higher = TASK_METRICS.get(task, ("accuracy", True))
+    metrics: dict[str, Any] = {"best_step": 40}
+    if status == "ok":
+        metrics["test"] = {metric: value}
+        metrics["val"] = {metric: None if value is None else value + 0.01}
+        metrics["baselines"] = {"majority_class": 0.18} if metric == "accuracy" else {}
+    record: dict[str, Any] = {
+        "schema_version": 1,
+        "status": status,
+        "reason": reason,
+        "task": task,
+        "task_family": "lra" if task == "listops" else "lm",
+        "dataset": {
+            "name": f"{task}-data",
+            "source": "generated" if task == "listops" else "bundled",
+            "stand_in": task != "listops",
+            "description": f"{task} | test data",
+        },
+        "variant": variant,
+        "variant_options": {},
+        "capabilities": {},
+        "seed": seed,
+        "profile": profile,
+        "metric": {"name": metric, "higher_is_better": higher},
+        "metrics": metrics,
+        "n_params": 1234567,
+        "wall_time_s": 12.5,
+        "train_time_s": 10.0 + seed,
+        "tokens_per_s": 5000.0,
+        "peak_memory_bytes": 2 * 2**20,
+        "peak_memory_kind": "cpu_max_rss",
+        "device": {"name": "cpu (2 threads)", "type": "cpu"},
+        "git_commit": "abc123",
+        "config_hash": "cfg1",
+    }
+    record.update(extra)
+    return record
+
+
+def write_all(root: Path, records: list[dict[str, Any]]) -> list[Path]:
+    """Write records under ``root`` in the standard layout; return the record files."""
+    for rec in records:
+        path = record_path(root, rec["profile"], rec["task"], rec["variant"], rec["seed"])
+        write_record(path, rec)
+    return list(iter_record_files(root))
+
+
+def build(tmp_path: Path, records: list[dict[str, Any]], extra_files: list[Path] = ()):
+    """Write ``records`` and build the leaderboard; return (result, markdown, csv path)."""
+    files = [*write_all(tmp_path / "runs", records), *extra_files]
+    md, csv = tmp_path / "out" / "leaderboard.md", tmp_path / "out" / "leaderboard.csv"
+    result = build_leaderboard(files, md, csv)
+    return result, md.read_text(encoding="utf-8"), csv
+
+
+def main_table(markdown: str) -> dict[str, dict[str, str]]:
+    """Parse the first main table into {variant: {header: cell}}."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| variant |"))
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    header = split_row(table[0])
+    rows = {}
+    for line in table[2:]:
+        cells = split_row(line)
+        rows[cells[0].strip("`")] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+def split_row(line: str) -> list[str]:
+    """Cells of a GFM table row (``\\|`` is an escaped pipe, not a separator)."""
+    cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+    return [cell.strip() for cell in cells]
+
+
+def footnotes(markdown: str) -> dict[str, str]:
+    """{label: text} of the footnote definitions."""
+    return dict(re.findall(r"^\[\^(\d+)\]: (.*)$", markdown, flags=re.MULTILINE))
+
+
+ACC = "listops accuracy (%) ↑"
+PPL = "lm perplexity ↓"
+
+
+def test_fixture_records_are_complete() -> None:
+    assert set(REQUIRED_KEYS) <= set(make_record())
+
+
+def test_metric_scaling() -> None:
+    assert metric_scale("accuracy") == 100.0
+    assert metric_scale("macro_f1") == 100.0
+    assert metric_scale("perplexity") == 1.0
+    assert metric_scale("bleu") == 1.0
+    assert metric_scale("something_else") == 1.0
+    assert format_metric("accuracy", 0.4567) == "45.67"
+    assert format_metric("perplexity", 12.345678) == "12.35"
+
+
+def test_mean_std_n(tmp_path: Path) -> None:
+    records = [
+        make_record(seed=0, value=0.40),
+        make_record(seed=1, value=0.50),
+        make_record(variant="linear", seed=0, value=0.30),
+        make_record("lm", seed=0, value=10.0),
+        make_record("lm", seed=1, value=12.0),
+        make_record("lm", seed=2, value=14.0),
+    ]
+    result, md, _ = build(tmp_path, records)
+    table = main_table(md)
+    assert table["vanilla"][ACC] == "**45.00 ± 7.07 (n=2)**"
+    assert table["linear"][ACC] == "30.00 (n=1)"
+    assert table["vanilla"][PPL] == "**12.00 ± 2.00 (n=3)**"
+    assert result.n_records == 6
+    assert result.n_skipped == 0
+    assert result.tasks == ["listops", "lm"]
+    assert result.variants == ["vanilla", "linear"]
+
+
+def test_rows_vanilla_first_then_sorted_columns_sorted(tmp_path: Path) -> None:
+    records = [make_record("lm", variant=v, value=10.0) for v in ("zeta", "alpha", "vanilla")] + [
+        make_record(variant="alpha")
+    ]
+    _, md, _ = build(tmp_path, records)
+    assert list(main_table(md)) == ["vanilla", "alpha", "zeta"]
+    header = next(line for line in md.splitlines() if line.startswith("| variant |"))
+    assert split_row(header) == ["variant", ACC, PPL]
+
+
+def test_best_in_bold_respects_direction(tmp_path: Path) -> None:
+    records = [
+        make_record(variant="vanilla", value=0.60),
+        make_record(variant="linear", value=0.70),
+        make_record("lm", variant="vanilla", value=20.0),
+        make_record("lm", variant="linear", value=30.0),
+    ]
+    _, md, _ = build(tmp_path, records)
+    table = main_table(md)
+    assert table["linear"][ACC] == "**70.00 (n=1)**"
+    assert table["vanilla"][ACC] == "60.00 (n=1)"
+    # perplexity: lower is better
+    assert table["vanilla"][PPL] == "**20.00 (n=1)**"
+    assert table["linear"][PPL] == "30.00 (n=1)"
+
+
+def test_na_cell_with_footnote(tmp_path: Path) -> None:
+    reason = "needs causal masking | not supported"
+    records = [
+        make_record(value=0.5),
+        make_record(variant="bigbird", status="n/a", reason=reason),
+        make_record("lm", variant="bigbird", status="n/a", reason=reason),
+        make_record("lm", value=10.0),
+    ]
+    _, md, _ = build(tmp_path, records)
+    table = main_table(md)
+    acc_cell, ppl_cell = table["bigbird"][ACC], table["bigbird"][PPL]
+    assert re.fullmatch(r"n/a\[\^\d+\]", acc_cell)
+    # identical reasons share one footnote number
+    assert acc_cell == ppl_cell
+    label = acc_cell[len("n/a[^") : -1]
+    notes = footnotes(md)
+    assert notes[label] == r"needs causal masking \| not supported"
+    assert len(notes) == 1
+
+
+def test_failed_and_diverged_never_averaged(tmp_path: Path) -> None:
+    records = [
+        make_record(seed=0, value=0.40),
+        make_record(seed=1, status="failed", reason="CUDA out of memory"),
+        make_record(variant="linear", seed=0, status="diverged", reason="loss became NaN"),
+        make_record(variant="linear", seed=1, status="diverged", reason="loss became NaN"),
+        make_record(variant="mixed", seed=0, status="diverged", reason="loss became NaN"),
+        make_record(variant="mixed", seed=1, status="failed", reason="OOM"),
+    ]
+    _, md, csv = build(tmp_path, records)
+    table, notes = main_table(md), footnotes(md)
+    cell = table["vanilla"][ACC]
+    match = re.fullmatch(r"\*\*40\.00 \(n=1\)\*\*, 1 failed\[\^(\d+)\]", cell)
+    assert match, cell
+    assert notes[match.group(1)] == "CUDA out of memory"
+    match = re.fullmatch(r"diverged\[\^(\d+)\]", table["linear"][ACC])
+    assert match, table["linear"][ACC]
+    assert notes[match.group(1)] == "loss became NaN"
+    assert re.fullmatch(r"1 diverged\[\^\d+\], 1 failed\[\^\d+\]", table["mixed"][ACC])
+    # the failed seed shows up in the details and in the CSV, without a value
+    assert "| listops | vanilla | 0, 1 | 1 ok, 1 failed |" in md
+    frame = pd.read_csv(csv)
+    failed = frame[(frame["variant"] == "vanilla") & (frame["seed"] == 1)].iloc[0]
+    assert failed["status"] == "failed"
+    assert pd.isna(failed["value"])
+
+
+def test_ok_record_without_metric_value_is_flagged(tmp_path: Path) -> None:
+    records = [make_record(seed=0, value=0.4), make_record(seed=1, value=None)]
+    _, md, _ = build(tmp_path, records)
+    assert re.fullmatch(
+        r"\*\*40\.00 \(n=1\)\*\*, 1 no value\[\^\d+\]", main_table(md)["vanilla"][ACC]
+    )
+
+
+def test_missing_pair_is_a_dash_distinct_from_na(tmp_path: Path) -> None:
+    records = [
+        make_record(value=0.5),
+        make_record("lm", value=10.0),
+        make_record(variant="linear", value=0.6),
+    ]
+    _, md, _ = build(tmp_path, records)
+    table = main_table(md)
+    assert table["linear"][PPL] == "—"
+    assert "n/a" not in table["linear"][PPL]
+    # no details row for the missing pair
+    assert "| lm | linear |" not in md
+
+
+def test_corrupt_and_incomplete_records_are_listed_as_skipped(tmp_path: Path) -> None:
+    corrupt = tmp_path / "runs" / "default" / "listops" / "broken" / "seed0.json"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_text('{"status": "ok", ', encoding="utf-8")
+    incomplete = tmp_path / "runs" / "default" / "listops" / "partial" / "seed0.json"
+    incomplete.parent.mkdir(parents=True)
+    incomplete.write_text('{"schema_version": 1, "status": "ok"}', encoding="utf-8")
+    result, md, csv = build(tmp_path, [make_record(value=0.5)])
+    assert result.n_records == 1
+    assert result.n_skipped == 2
+    assert "## Skipped records" in md
+    section = md.split("## Skipped records", 1)[1]
+    assert f"`{corrupt}`" in section
+    assert f"`{incomplete}`" in section
+    assert "unreadable record (JSONDecodeError" in section
+    assert "incomplete record (missing keys: task" in section
+    assert "(2 skipped)" in md
+    assert len(pd.read_csv(csv)) == 1
+
+
+def test_no_skipped_section_when_all_records_are_good(tmp_path: Path) -> None:
+    _, md, _ = build(tmp_path, [make_record()])
+    assert "Skipped records" not in md
+
+
+def test_duplicate_run_is_skipped_not_double_counted(tmp_path: Path) -> None:
+    files = write_all(tmp_path / "a", [make_record(value=0.4)])
+    files += write_all(tmp_path / "b", [make_record(value=0.9)])
+    result = build_leaderboard(files, tmp_path / "lb.md", tmp_path / "lb.csv")
+    assert result.n_records == 1
+    assert result.skipped[0][0] == files[1]
+    assert "duplicate run" in result.skipped[0][1]
+    assert main_table(result.markdown)["vanilla"][ACC] == "**40.00 (n=1)**"
+
+
+def test_csv_one_row_per_record_round_trips(tmp_path: Path) -> None:
+    records = [
+        make_record(seed=0, value=0.40),
+        make_record(seed=1, value=0.55),
+        make_record(variant="bigbird", status="n/a", reason="no causal mask"),
+        make_record("lm", seed=0, value=11.25),
+    ]
+    result, _, csv = build(tmp_path, records)
+    frame = pd.read_csv(csv, keep_default_na=False, na_values=[""])
+    assert len(frame) == len(records) == result.n_records
+    expected = {
+        "profile", "task", "task_family", "dataset", "dataset_source", "stand_in", "variant",
+        "seed", "status", "reason", "metric", "higher_is_better", "value", "val_value",
+        "best_step", "n_params", "train_time_s", "wall_time_s", "tokens_per_s",
+        "peak_memory_bytes", "device", "git_commit", "config_hash", "record_path",
+    }  # fmt: skip
+    assert expected <= set(frame.columns)
+    assert list(frame.columns) == list(CSV_COLUMNS)
+    row = frame[(frame["task"] == "listops") & (frame["seed"] == 1)].iloc[0]
+    assert row["value"] == 0.55
+    assert row["val_value"] == pytest.approx(0.56)
+    assert row["metric"] == "accuracy"
+    assert bool(row["higher_is_better"]) is True
+    assert row["n_params"] == 1234567
+    assert row["peak_memory_bytes"] == 2 * 2**20
+    assert row["device"] == "cpu (2 threads)"
+    assert row["dataset_source"] == "generated"
+    assert Path(row["record_path"]) == record_path(
+        tmp_path / "runs", "default", "listops", "vanilla", 1
+    )
+    na_row = frame[frame["variant"] == "bigbird"].iloc[0]
+    assert na_row["status"] == "n/a"
+    assert na_row["reason"] == "no causal mask"
+    assert pd.isna(na_row["value"])
+    lm_row = frame[frame["task"] == "lm"].iloc[0]
+    assert lm_row["value"] == 11.25
+    assert bool(lm_row["higher_is_better"]) is False
+    # integers stay integers in the file
+    assert ",1234567," in csv.read_text(encoding="utf-8")
+    pd.testing.assert_frame_equal(
+        frame[["task", "variant", "seed", "value"]].reset_index(drop=True),
+        result.frame[["task", "variant", "seed", "value"]]
+        .astype({"seed": "int64"})
+        .reset_index(drop=True),
+        check_dtype=False,
+    )
+
+
+def test_records_frame_tolerates_sparse_records() -> None:
+    rec = make_record()
+    for key in ("dataset", "device", "tokens_per_s", "git_commit", "task_family"):
+        rec.pop(key)
+    rec["_path"] = "x.json"
+    frame = records_frame([rec])
+    assert len(frame) == 1
+    assert pd.isna(frame.loc[0, "device"])
+    assert frame.loc[0, "record_path"] == "x.json"
+
+
+def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
+    records = [
+        make_record(seed=0, value=0.40),
+        make_record(seed=1, status="failed", reason="boom"),
+        make_record(variant="bigbird", status="n/a", reason="no causal mask"),
+        make_record("lm", seed=0, value=11.25),
+    ]
+    files = write_all(tmp_path / "runs", records)
+    bad = tmp_path / "runs" / "bad.json"
+    bad.write_text("not json", encoding="utf-8")
+    files.append(bad)
+    first_md, first_csv = tmp_path / "1.md", tmp_path / "1.csv"
+    second_md, second_csv = tmp_path / "2.md", tmp_path / "2.csv"
+    build_leaderboard(files, first_md, first_csv)
+    build_leaderboard(list(reversed(files)), second_md, second_csv)
+    assert first_md.read_bytes() == second_md.read_bytes()
+    assert first_csv.read_bytes() == second_csv.read_bytes()
+    build_leaderboard(files, first_md, first_csv)  # overwrite in place
+    assert first_md.read_bytes() == second_md.read_bytes()
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+    # no generation date or time anywhere
+    assert not re.search(r"\d{4}-\d{2}-\d{2}|\d{2}:\d{2}:\d{2}", first_md.read_text("utf-8"))
+
+
+def test_sections_datasets_details_baselines_footer(tmp_path: Path) -> None:
+    records = [
+        make_record(seed=0, value=0.4),
+        make_record(seed=1, value=0.5, git_commit="def456"),
+        make_record("lm", seed=0, value=10.0, dataset={"name": "tiny"}),
+    ]
+    result, md, _ = build(tmp_path, records)
+    assert md.startswith("# attnbench leaderboard\n")
+    assert "3 run record(s)" in md and "profile(s): `default`" in md
+    datasets = md.split("## Datasets", 1)[1].split("##", 1)[0]
+    assert (
+        r"- **listops**: `listops-data` (source: generated) — generated. listops \| test data"
+        in datasets
+    )
+    assert "- **lm**: `tiny` — unknown provenance." in datasets
+    # details: thousands separators, mean train time, MiB, device
+    assert (
+        "| listops | vanilla | 0, 1 | 2 ok | 1,234,567 | 10.5 | 5,000 | 2.0 | cpu (2 threads) |"
+        in md
+    )
+    # baselines scaled like the metric
+    assert "- **listops** (accuracy (%)): majority_class 18.00" in md
+    # mixed commits visible in the footer
+    footer = md.split("## Reproducibility", 1)[1]
+    assert "2 git commit(s) ⚠ mixed commits" in footer
+    assert "`abc123` (2)" in footer and "`def456` (1)" in footer
+    assert result.profiles == ["default"]
+
+
+def test_stand_in_dataset_is_labelled(tmp_path: Path) -> None:
+    _, md, _ = build(tmp_path, [make_record("lm", value=10.0)])
+    assert "`lm-data` (source: bundled) — offline stand-in." in md
+
+
+def test_profiles_are_not_mixed(tmp_path: Path) -> None:
+    records = [
+        make_record(value=0.4, profile="default"),
+        make_record(value=0.8, profile="full"),
+    ]
+    result, md, _ = build(tmp_path, records)
+    assert result.profiles == ["default", "full"]
+    assert "profile(s): `default`, `full`" in md
+    default, full = md.split("## Results: profile `full`")
+    assert "40.00 (n=1)" in default and "80.00" not in default
+    assert "80.00 (n=1)" in full
+
+
+def test_gfm_tables_have_consistent_columns(tmp_path: Path) -> None:
+    records = [
+        make_record(value=0.5),
+        make_record(variant="x|y", status="failed", reason="a | b\nc"),
+        make_record("lm", value=10.0),
+    ]
+    _, md, _ = build(tmp_path, records)
+    lines = md.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|")):
+            width = len(split_row(line))
+            j = i
+            while j < len(lines) and lines[j].startswith("|"):
+                assert len(split_row(lines[j])) == width, lines[j]
+                j += 1
+    assert footnotes(md)["1"] == r"a \| b c"
+
+
+def test_empty_input_still_builds(tmp_path: Path) -> None:
+    result = build_leaderboard([], tmp_path / "lb.md", tmp_path / "lb.csv")
+    assert result.n_records == 0
+    assert (tmp_path / "lb.md").read_text(encoding="utf-8").startswith("# attnbench leaderboard")
+    assert list(pd.read_csv(tmp_path / "lb.csv").columns) == list(CSV_COLUMNS)
+
+
+def test_load_records_is_the_reader(tmp_path: Path) -> None:
+    """The CSV ``record_path`` is what ``load_records`` reports as ``_path``."""
+    files = write_all(tmp_path / "runs", [make_record()])
+    records, _ = load_records(files)
+    assert records_frame(records).loc[0, "record_path"] == str(files[0])

@@ -1,0 +1,57 @@
+# Shared setup: load and validate the profile, resolve the job lists from the registries.
+import json
+from pathlib import Path
+
+import yaml
+from snakemake.utils import validate
+
+from attnbench.config import (
+    config_hash,
+    data_config_hash,
+    job_config,
+    selected_tasks,
+    selected_variants,
+    validate_profile,
+)
+from attnbench.records import atomic_write_text, record_path
+
+DEFAULT_PROFILE = "config/default.yaml"
+
+# No --configfile given: run the default profile (keys from --config still override it).
+if "profile" not in config:
+    with open(DEFAULT_PROFILE, encoding="utf-8") as _handle:
+        for _key, _value in yaml.safe_load(_handle).items():
+            config.setdefault(_key, _value)
+
+validate(config, "../schemas/config.schema.yaml")
+PROFILE = validate_profile(dict(config), source="snakemake config")
+NAME = PROFILE["profile"]
+OUT = PROFILE["output_dir"].rstrip("/")
+TASKS = selected_tasks(PROFILE)
+VARIANTS = selected_variants(PROFILE)
+SEEDS = PROFILE["seeds"]
+
+# Jobs read the profile exactly as Snakemake resolved it (including --config overrides).
+# The file is rewritten only when its content changes; it is not an input, so a change
+# reruns only the jobs whose own resolved config (params.cfg_hash) changed.
+PROFILE_FILE = f"{OUT}/profiles/{NAME}.json"
+_profile_text = json.dumps(PROFILE, indent=2, sort_keys=True) + "\n"
+if not Path(PROFILE_FILE).exists() or Path(PROFILE_FILE).read_text() != _profile_text:
+    atomic_write_text(PROFILE_FILE, _profile_text)
+
+
+wildcard_constraints:
+    task="[A-Za-z0-9_.-]+",
+    variant="[A-Za-z0-9_.-]+",
+    seed=r"\d+",
+
+
+def data_marker(task):
+    return f"{OUT}/data/{NAME}/{task}/prepared.json"
+
+
+def run_record(task, variant, seed):
+    return str(record_path(OUT, NAME, task, variant, seed))
+
+
+ALL_RECORDS = [run_record(t, v, s) for t in TASKS for v in VARIANTS for s in SEEDS]

@@ -1,0 +1,20 @@
+# One training job per (task, variant, seed). A pair the variant cannot run
+# (e.g. a non-causal variant on language modelling) writes an `n/a` record with the
+# reason (--na-ok), so it shows on the leaderboard instead of going missing.
+rule train:
+    input:
+        data=lambda wc: data_marker(wc.task),
+    output:
+        f"{OUT}/runs/{NAME}/{{task}}/{{variant}}/seed{{seed}}.json",
+    params:
+        profile=PROFILE_FILE,
+        # reruns the job when, and only when, its own resolved config changes
+        cfg_hash=lambda wc: config_hash(job_config(PROFILE, wc.task, wc.variant)),
+    threads: PROFILE["threads"]
+    log:
+        f"{OUT}/logs/{NAME}/train/{{task}}/{{variant}}/seed{{seed}}.log",
+    shell:
+        "attnbench train --profile {params.profile} --task {wildcards.task}"
+        " --variant {wildcards.variant} --seed {wildcards.seed}"
+        " --data $(dirname {input.data}) --out {output} --threads {threads}"
+        " --na-ok --no-progress > {log} 2>&1"
