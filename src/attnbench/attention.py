@@ -102,7 +102,9 @@ class AttentionMask:
             k_pos = torch.arange(k_len, device=device)[None, :]
             mask = (k_pos <= q_pos)[None, None]  # (1, 1, T, S)
         if self.key_padding is not None:
-            pad = self.key_padding[:, None, None, :].to(device=device, dtype=torch.bool)  # (B,1,1,S)
+            pad = self.key_padding[:, None, None, :].to(
+                device=device, dtype=torch.bool
+            )  # (B,1,1,S)
             mask = pad if mask is None else mask & pad
         return mask
 
@@ -246,7 +248,8 @@ class VariantSpec:
         if unknown:
             valid = ", ".join(sorted(option_fields)) or "(none)"
             raise ValueError(
-                f"variant {self.name!r}: unknown option(s) {', '.join(unknown)}; valid options: {valid}"
+                f"variant {self.name!r}: unknown option(s) {', '.join(unknown)}; "
+                f"valid options: {valid}"
             )
         for key, value in values.items():
             expected = option_fields[key].type

@@ -57,14 +57,30 @@ def cmd_variants(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     yes = {True: "yes", False: "no"}
-    header = ("variant", "causal", "cross", "pad-mask", "positions", "recurrent", "time", "memory", "paper")
+    header = (
+        "variant",
+        "causal",
+        "cross",
+        "pad-mask",
+        "positions",
+        "recurrent",
+        "time",
+        "memory",
+        "paper",
+    )
     table = [header]
     for r in rows:
         c = r["capabilities"]
         table.append(
             (
-                r["name"], yes[c["causal"]], yes[c["cross_attention"]], yes[c["padding_mask"]],
-                c["positions"], yes[c["recurrent"]], c["time_complexity"], c["memory_complexity"],
+                r["name"],
+                yes[c["causal"]],
+                yes[c["cross_attention"]],
+                yes[c["padding_mask"]],
+                c["positions"],
+                yes[c["recurrent"]],
+                c["time_complexity"],
+                c["memory_complexity"],
                 r["paper"],
             )
         )
@@ -130,19 +146,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     get_variant(args.variant)
     if args.seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
-    out = Path(args.out) if args.out else record_path(
-        profile["output_dir"], profile["profile"], args.task, args.variant, args.seed
+    out = (
+        Path(args.out)
+        if args.out
+        else record_path(
+            profile["output_dir"], profile["profile"], args.task, args.variant, args.seed
+        )
     )
     data = Path(args.data) if args.data else data_dir_for(profile, args.task)
     record = run_job(
-        profile, args.task, args.variant, args.seed,
-        data_dir=data, record_file=out, na_ok=args.na_ok,
-        progress=not args.no_progress, threads=args.threads,
+        profile,
+        args.task,
+        args.variant,
+        args.seed,
+        data_dir=data,
+        record_file=out,
+        na_ok=args.na_ok,
+        progress=not args.no_progress,
+        threads=args.threads,
     )
     summary = record["status"]
     if record["status"] == "ok":
         name = record["metric"]["name"]
-        summary += f": test {name} = {record['metrics']['test'][name]:.4f} (best step {record['metrics']['best_step']})"
+        metrics = record["metrics"]
+        summary += f": test {name} = {metrics['test'][name]:.4f} (best step {metrics['best_step']})"
     elif record.get("reason"):
         summary += f": {record['reason']}"
     print(f"{args.task} × {args.variant} seed {args.seed} — {summary}; record: {out}")
@@ -156,7 +183,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     files = [Path(f) for f in args.records] if args.records else list(iter_record_files(args.runs))
     result = build_leaderboard(files, args.md, args.csv)
     print(
-        f"leaderboard: {result.n_records} record(s), {result.n_skipped} skipped → {args.md}, {args.csv}"
+        f"leaderboard: {result.n_records} record(s), {result.n_skipped} skipped "
+        f"→ {args.md}, {args.csv}"
     )
     return 0
 
@@ -201,22 +229,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="task name (see `attnbench tasks`)")
     p.add_argument("--variant", required=True, help="variant name (see `attnbench variants`)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--data", help="prepared data directory (default: <output_dir>/data/<profile>/<task>)")
-    p.add_argument("--out", help="record path (default: <output_dir>/runs/<profile>/<task>/<variant>/seed<S>.json)")
+    p.add_argument(
+        "--data", help="prepared data directory (default: <output_dir>/data/<profile>/<task>)"
+    )
+    p.add_argument(
+        "--out",
+        help="record path (default: <output_dir>/runs/<profile>/<task>/<variant>/seed<S>.json)",
+    )
     p.add_argument("--threads", type=int, help="CPU threads (default: the profile's `threads`)")
     p.add_argument(
-        "--na-ok", action="store_true",
+        "--na-ok",
+        action="store_true",
         help="if the variant cannot run the task, write an `n/a` record with the reason "
         "instead of failing (the workflow uses this)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("leaderboard", help="build the leaderboard (Markdown + CSV) from run records")
-    p.add_argument("--runs", default="results/runs", help="directory searched for records (default: %(default)s)")
+    p = sub.add_parser(
+        "leaderboard", help="build the leaderboard (Markdown + CSV) from run records"
+    )
+    p.add_argument(
+        "--runs",
+        default="results/runs",
+        help="directory searched for records (default: %(default)s)",
+    )
     p.add_argument("--records", nargs="*", help="explicit record files (instead of --runs)")
-    p.add_argument("--md", default="results/leaderboard.md", help="Markdown output (default: %(default)s)")
-    p.add_argument("--csv", default="results/leaderboard.csv", help="CSV output (default: %(default)s)")
+    p.add_argument(
+        "--md", default="results/leaderboard.md", help="Markdown output (default: %(default)s)"
+    )
+    p.add_argument(
+        "--csv", default="results/leaderboard.csv", help="CSV output (default: %(default)s)"
+    )
     p.set_defaults(func=cmd_leaderboard)
     return parser
 

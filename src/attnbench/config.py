@@ -39,7 +39,7 @@ def profile_schema() -> dict[str, Any]:
 
 
 def load_profile(path: str | Path) -> dict[str, Any]:
-    """Read and validate a profile YAML file (defaults filled in)."""
+    """Read and validate a profile YAML (or JSON) file, defaults filled in."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -47,6 +47,11 @@ def load_profile(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"profile file not found: {path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read profile {path}: {exc.strerror}") from None
+    if path.suffix == ".json":  # the workflow's resolved profile (PyYAML misreads 1e-09)
+        try:
+            return validate_profile(json.loads(text), source=str(path))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"malformed JSON in {path} at line {exc.lineno}: {exc.msg}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -71,10 +76,15 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
     for name in profile["tasks"]:
         if name not in task_names():
             raise ConfigError(
-                f"{source}: unknown task {name!r} under tasks; valid choices: {', '.join(task_names())}"
+                f"{source}: unknown task {name!r} under tasks; "
+                f"valid choices: {', '.join(task_names())}"
             )
     sel = profile["variants"]
-    listed = [*sel["exclude"], *sel["options"], *([] if sel["include"] == "all" else sel["include"])]
+    listed = [
+        *sel["exclude"],
+        *sel["options"],
+        *([] if sel["include"] == "all" else sel["include"]),
+    ]
     for name in listed:
         if name not in variant_names():
             raise ConfigError(

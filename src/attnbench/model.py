@@ -104,7 +104,9 @@ class FeedForward(nn.Module):
 def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
     """PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...) (Vaswani et al. 2017)."""
     position = torch.arange(max_len, dtype=torch.float32)[:, None]
-    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    div = torch.exp(
+        torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model)
+    )
     table = torch.zeros(max_len, d_model)
     table[:, 0::2] = torch.sin(position * div)
     table[:, 1::2] = torch.cos(position * div)[:, : d_model // 2]
@@ -124,7 +126,9 @@ class Embedding(nn.Module):
         if add_positions and cfg.positions == "learned":
             self.positions = nn.Embedding(cfg.max_len, cfg.d_model)
         elif add_positions:
-            self.register_buffer("sinusoid", sinusoidal_table(cfg.max_len, cfg.d_model), persistent=False)
+            self.register_buffer(
+                "sinusoid", sinusoidal_table(cfg.max_len, cfg.d_model), persistent=False
+            )
         self.dropout = nn.Dropout(cfg.dropout)
         nn.init.normal_(self.tokens.weight, std=cfg.d_model**-0.5)
 
@@ -132,7 +136,8 @@ class Embedding(nn.Module):
         length = ids.shape[1]
         if offset + length > self.max_len:
             raise ValueError(
-                f"sequence of length {offset + length} is longer than the model's max_len {self.max_len}"
+                f"sequence of length {offset + length} is longer than the model's "
+                f"max_len {self.max_len}"
             )
         x = self.tokens(ids) * self.scale  # (B, T, d)
         if self.add_positions:
@@ -397,10 +402,17 @@ class EncoderDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = Encoder(vocab_size, cfg, variant, options)
-        self.decoder_embed = Embedding(vocab_size, cfg, variant.capabilities.positions == "absolute")
+        self.decoder_embed = Embedding(
+            vocab_size, cfg, variant.capabilities.positions == "absolute"
+        )
         self.decoder_embed.tokens = self.encoder.embed.tokens  # shared vocabulary
         self.decoder = TransformerStack(
-            cfg, variant, options, causal=True, cross_variant=cross_variant, cross_options=cross_options
+            cfg,
+            variant,
+            options,
+            causal=True,
+            cross_variant=cross_variant,
+            cross_options=cross_options,
         )
         self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -418,7 +430,11 @@ class EncoderDecoder(nn.Module):
         **kwargs: Any,
     ) -> ModelOutput:
         out = self.decoder(
-            self.decoder_embed(tgt), tgt_padding, memory=memory, memory_padding=memory_padding, **kwargs
+            self.decoder_embed(tgt),
+            tgt_padding,
+            memory=memory,
+            memory_padding=memory_padding,
+            **kwargs,
         )
         return ModelOutput(self.lm_head(out.hidden), out.aux_loss, out.weights, out.state)
 
@@ -453,4 +469,6 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def cross_entropy(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=ignore_index)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=ignore_index
+    )

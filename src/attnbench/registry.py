@@ -57,7 +57,8 @@ class Registry(Generic[T]):
             raise RegistryError(f"invalid {self.kind} name {name!r}: use letters, digits, - and _")
         if name in self._entries:
             raise RegistryError(
-                f"{self.kind} {name!r} is registered twice: in {self._origins[name]} and in {origin}"
+                f"{self.kind} {name!r} is registered twice: "
+                f"in {self._origins[name]} and in {origin}"
             )
         self._entries[name] = entry
         self._origins[name] = origin

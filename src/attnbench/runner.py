@@ -32,7 +32,16 @@ from attnbench.tasks.base import Task, get_task, make_data_config
 from attnbench.train import Diverged, TrainConfig, train
 
 PREPARED_MARKER = "prepared.json"
-LIBRARIES = ("torch", "numpy", "datasets", "sacrebleu", "pandas", "matplotlib", "entmax", "snakemake")
+LIBRARIES = (
+    "torch",
+    "numpy",
+    "datasets",
+    "sacrebleu",
+    "pandas",
+    "matplotlib",
+    "entmax",
+    "snakemake",
+)
 
 
 class JobError(ValueError):
@@ -100,7 +109,10 @@ def _nvidia_driver() -> str | None:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout else None
     except (OSError, subprocess.SubprocessError):
@@ -113,11 +125,17 @@ def git_commit() -> str:
     try:
         head = subprocess.run(
             ["git", "-C", str(src), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no", "--", "."],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -276,7 +294,9 @@ def run_job(
         torch.cuda.reset_peak_memory_stats(device)
 
     try:
-        result = train(task, model, TrainConfig(**cfg["train"]), seed=seed, device=device, progress=progress)
+        result = train(
+            task, model, TrainConfig(**cfg["train"]), seed=seed, device=device, progress=progress
+        )
     except Diverged as exc:
         record |= {"status": "diverged", "reason": str(exc), "diverged_at_step": exc.step}
     else:

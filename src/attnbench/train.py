@@ -64,7 +64,9 @@ class TrainConfig:
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
-                raise ValueError(f"train.{name}={getattr(self, name)!r}; valid choices: {', '.join(valid)}")
+                raise ValueError(
+                    f"train.{name}={getattr(self, name)!r}; valid choices: {', '.join(valid)}"
+                )
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -150,7 +152,9 @@ def train(
             epoch += 1
 
     stream = batch_stream()
-    bar = tqdm(total=cfg.steps, desc=f"{task.name}", disable=not progress, leave=False, mininterval=2)
+    bar = tqdm(
+        total=cfg.steps, desc=f"{task.name}", disable=not progress, leave=False, mininterval=2
+    )
     running = 0.0
     for step in range(cfg.steps):
         t0 = time.perf_counter()
@@ -185,7 +189,12 @@ def train(
                 val, _ = task.evaluate(model, "val", cfg.eval_batch_size, device)
             eval_time += time.perf_counter() - t1
             history.append(
-                {"step": step + 1, "train_loss": running, "lr": scheduler.get_last_lr()[0], "val": val}
+                {
+                    "step": step + 1,
+                    "train_loss": running,
+                    "lr": scheduler.get_last_lr()[0],
+                    "val": val,
+                }
             )
             score = sign * val[task.metric]
             if score > best_score:  # keep the best checkpoint by validation metric

@@ -6,13 +6,13 @@ rule train:
         data=lambda wc: data_marker(wc.task),
     output:
         f"{OUT}/runs/{NAME}/{{task}}/{{variant}}/seed{{seed}}.json",
+    log:
+        f"{OUT}/logs/{NAME}/train/{{task}}/{{variant}}/seed{{seed}}.log",
+    threads: PROFILE["threads"]
     params:
         profile=PROFILE_FILE,
         # reruns the job when, and only when, its own resolved config changes
         cfg_hash=lambda wc: config_hash(job_config(PROFILE, wc.task, wc.variant)),
-    threads: PROFILE["threads"]
-    log:
-        f"{OUT}/logs/{NAME}/train/{{task}}/{{variant}}/seed{{seed}}.log",
     shell:
         "attnbench train --profile {params.profile} --task {wildcards.task}"
         " --variant {wildcards.variant} --seed {wildcards.seed}"

@@ -106,7 +106,9 @@ class Task:
         return len(self.splits[split])
 
     # -- model ----------------------------------------------------------------------------
-    def build_model(self, cfg: ModelConfig, variant: VariantSpec, options: dict[str, Any]) -> nn.Module:
+    def build_model(
+        self, cfg: ModelConfig, variant: VariantSpec, options: dict[str, Any]
+    ) -> nn.Module:
         raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
@@ -124,7 +126,9 @@ class Task:
         return {}
 
 
-TASKS: Registry[type[Task]] = Registry("task", "attnbench.tasks", "attnbench.tasks", "ATTNBENCH_TASK_PATH")
+TASKS: Registry[type[Task]] = Registry(
+    "task", "attnbench.tasks", "attnbench.tasks", "ATTNBENCH_TASK_PATH"
+)
 
 
 def register_task(cls: type[Task]) -> type[Task]:
@@ -179,7 +183,9 @@ class SequenceClassificationTask(Task):
     def requirements(self) -> Requirements:
         return Requirements(padding_mask=True, variable_length=True, max_len=self.max_len())
 
-    def build_model(self, cfg: ModelConfig, variant: VariantSpec, options: dict[str, Any]) -> nn.Module:
+    def build_model(
+        self, cfg: ModelConfig, variant: VariantSpec, options: dict[str, Any]
+    ) -> nn.Module:
         return SequenceClassifier(self.vocab_size(), self.n_classes, cfg, variant, options)
 
     def batches(
@@ -227,7 +233,9 @@ class SequenceClassificationTask(Task):
             correct += int((pred == batch.targets).sum())
             total += len(batch.targets)
             assert batch.index is not None
-            for i, p, t in zip(batch.index.tolist(), pred.tolist(), batch.targets.tolist(), strict=True):
+            for i, p, t in zip(
+                batch.index.tolist(), pred.tolist(), batch.targets.tolist(), strict=True
+            ):
                 predictions.append({"index": i, "prediction": p, "target": t})
         return {"accuracy": correct / total, "loss": loss_sum / total}, predictions
 
@@ -237,4 +245,6 @@ class SequenceClassificationTask(Task):
         if not train_labels or not test_labels:
             return {}
         majority = max(set(train_labels), key=lambda c: (train_labels.count(c), -c))
-        return {"majority_class": sum(label == majority for label in test_labels) / len(test_labels)}
+        return {
+            "majority_class": sum(label == majority for label in test_labels) / len(test_labels)
+        }

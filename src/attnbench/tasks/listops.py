@@ -41,7 +41,9 @@ class ListOpsData:
             raise ValueError("tasks.listops.data.path is required when source is lra-release")
         for name in ("n_train", "n_val", "n_test"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"tasks.listops.data.{name} must be positive, got {getattr(self, name)}")
+                raise ValueError(
+                    f"tasks.listops.data.{name} must be positive, got {getattr(self, name)}"
+                )
         if not 0 <= self.min_length < self.max_length:
             raise ValueError(
                 f"tasks.listops.data needs 0 <= min_length < max_length, "
@@ -61,7 +63,9 @@ class ListOps(SequenceClassificationTask):
     def dataset_info(self) -> DatasetInfo:
         c = self.cfg
         if c.source == "lra-release":
-            return DatasetInfo("listops-lra-release", "lra-release", False, f"LRA release files from {c.path}")
+            return DatasetInfo(
+                "listops-lra-release", "lra-release", False, f"LRA release files from {c.path}"
+            )
         return DatasetInfo(
             "listops-generated",
             "generated",
@@ -96,11 +100,14 @@ class ListOps(SequenceClassificationTask):
         for split, file in lo.SPLIT_FILES.items():
             lo.write_tsv(out_dir / file, data[split])
 
-    def _check_lengths(self, examples: list[lo.ListOpsExample], split: str) -> list[lo.ListOpsExample]:
+    def _check_lengths(
+        self, examples: list[lo.ListOpsExample], split: str
+    ) -> list[lo.ListOpsExample]:
         too_long = [e for e in examples if len(e.tokens) >= self.cfg.max_length]
         if too_long:
             raise ValueError(
-                f"listops {split}: {len(too_long)} example(s) are {max(len(e.tokens) for e in too_long)} "
+                f"listops {split}: {len(too_long)} example(s) are up to "
+                f"{max(len(e.tokens) for e in too_long)} "
                 f"tokens long, beyond tasks.listops.data.max_length={self.cfg.max_length}"
             )
         return examples

@@ -1,0 +1,215 @@
+"""One job end to end in-process: records, determinism, n/a pairs, data checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnbench import records
+from attnbench.attention import VARIANTS, Capabilities, register_variant
+from attnbench.config import validate_profile
+from attnbench.runner import JobError, prepare_data, run_job
+from attnbench.variants.vanilla import Vanilla
+
+VOLATILE = {
+    "wall_time_s",
+    "train_time_s",
+    "eval_time_s",
+    "tokens_per_s",
+    "peak_memory_bytes",
+    "started_at",
+    "finished_at",
+    "_path",
+}
+
+
+def tiny(out: Path) -> dict:
+    return validate_profile(
+        {
+            "profile": "tiny",
+            "output_dir": str(out),
+            "model": {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32},
+            "train": {"steps": 6, "batch_size": 8, "eval_every": 3, "warmup_steps": 2},
+            "tasks": {
+                "listops": {
+                    "data": {
+                        "n_train": 48,
+                        "n_val": 16,
+                        "n_test": 16,
+                        "min_length": 4,
+                        "max_length": 24,
+                    }
+                }
+            },
+        }
+    )
+
+
+@pytest.fixture
+def prepared(tmp_path: Path) -> tuple[dict, Path]:
+    profile = tiny(tmp_path)
+    data = tmp_path / "data"
+    prepare_data(profile, "listops", data)
+    return profile, data
+
+
+def _train(profile: dict, data: Path, out: Path, **kw) -> dict:
+    return run_job(
+        profile, "listops", "vanilla", 0, data_dir=data, record_file=out, progress=False, **kw
+    )
+
+
+def test_record_is_complete_and_identical_for_the_same_seed(prepared, tmp_path: Path) -> None:
+    profile, data = prepared
+    a = _train(profile, data, tmp_path / "a" / "seed0.json")
+    b = _train(profile, data, tmp_path / "b" / "seed0.json")
+    assert records.validate_record(a) is None
+    for key in (
+        "task",
+        "variant",
+        "seed",
+        "profile",
+        "metrics",
+        "n_params",
+        "wall_time_s",
+        "tokens_per_s",
+        "peak_memory_bytes",
+        "device",
+        "git_commit",
+        "config_hash",
+        "versions",
+        "status",
+        "config",
+    ):
+        assert key in a, key
+    assert a["status"] == "ok" and a["n_params"] > 0 and a["tokens_per_s"] > 0
+    assert a["versions"]["torch"] == torch.__version__
+    # Same seed → identical records apart from timings.
+    on_disk_a = records.read_record(tmp_path / "a" / "seed0.json")
+    on_disk_b = records.read_record(tmp_path / "b" / "seed0.json")
+    strip = lambda r: {k: v for k, v in r.items() if k not in VOLATILE}  # noqa: E731
+    assert strip(on_disk_a) == strip(on_disk_b)
+    assert strip(a) == strip(b)
+    # The artifacts written beside the record.
+    predictions = (tmp_path / "a" / "seed0.predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 16
+    accuracy = sum(json.loads(p)["prediction"] == json.loads(p)["target"] for p in predictions) / 16
+    assert accuracy == pytest.approx(a["metrics"]["test"]["accuracy"])
+    state = torch.load(tmp_path / "a" / "seed0.best.pt", weights_only=True)
+    assert "model" in state
+
+
+def test_different_seed_changes_the_run(prepared, tmp_path: Path) -> None:
+    profile, data = prepared
+    a = _train(profile, data, tmp_path / "a.json")
+    b = run_job(
+        profile,
+        "listops",
+        "vanilla",
+        1,
+        data_dir=data,
+        record_file=tmp_path / "b.json",
+        progress=False,
+    )
+    assert a["history"] != b["history"]
+
+
+def test_unsupported_pair_gives_na_record_or_error(prepared, tmp_path: Path) -> None:
+    profile, data = prepared
+
+    @register_variant("nopad-test", paper="(test)")
+    class NoPad(Vanilla):
+        capabilities = Capabilities(padding_mask=False)
+
+    try:
+        with pytest.raises(JobError, match=r"cannot run task 'listops'.*padding"):
+            run_job(
+                profile,
+                "listops",
+                "nopad-test",
+                0,
+                data_dir=data,
+                record_file=tmp_path / "x.json",
+                progress=False,
+            )
+        assert not (tmp_path / "x.json").exists()
+        record = run_job(
+            profile,
+            "listops",
+            "nopad-test",
+            0,
+            data_dir=data,
+            record_file=tmp_path / "x.json",
+            na_ok=True,
+            progress=False,
+        )
+        assert record["status"] == "n/a" and "padding" in record["reason"]
+        assert records.read_record(tmp_path / "x.json")["status"] == "n/a"
+    finally:
+        VARIANTS._entries.pop("nopad-test", None)
+        VARIANTS._origins.pop("nopad-test", None)
+
+
+def test_unprepared_or_mismatched_data_is_a_clear_error(prepared, tmp_path: Path) -> None:
+    profile, data = prepared
+    with pytest.raises(JobError, match="not prepared"):
+        _train(profile, tmp_path / "nowhere", tmp_path / "r.json")
+    other = json.loads(json.dumps(profile))
+    other["tasks"]["listops"]["data"]["n_train"] = 40
+    with pytest.raises(JobError, match="other settings"):
+        _train(validate_profile(other), data, tmp_path / "r.json")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_cuda_requested_without_gpu(prepared, tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    profile, data = prepared
+    profile = {**profile, "device": "cuda"}
+    with pytest.raises(JobError, match="no CUDA GPU"):
+        _train(profile, data, tmp_path / "r.json")
+
+
+def test_cli_train_writes_the_record_and_leaderboard(prepared, tmp_path: Path) -> None:
+    profile, data = prepared
+    profile_file = tmp_path / "tiny.json"
+    profile_file.write_text(json.dumps(profile))
+    out = tmp_path / "runs" / "seed0.json"
+    cli = [sys.executable, "-m", "attnbench.cli"]
+    proc = subprocess.run(
+        [
+            *cli,
+            "train",
+            "--profile",
+            str(profile_file),
+            "--task",
+            "listops",
+            "--variant",
+            "vanilla",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy" in proc.stdout
+    assert records.read_record(out)["status"] == "ok"
+    md, csv = tmp_path / "lb.md", tmp_path / "lb.csv"
+    proc = subprocess.run(
+        [*cli, "leaderboard", "--runs", str(tmp_path / "runs"), "--md", str(md), "--csv", str(csv)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "`vanilla`" in md.read_text()

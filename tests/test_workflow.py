@@ -1,0 +1,186 @@
+"""End-to-end: the Snakemake pipeline on a tiny profile, and dropping in a new variant.
+
+The small end-to-end run is marked ``e2e`` and runs in CI; the full default
+profile is marked ``slow`` (``pytest -m slow``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+NEW_VARIANT = '''
+"""A drop-in test variant: vanilla attention with a temperature of 2."""
+from attnbench.attention import Capabilities, MultiHeadAttention, masked_softmax, register_variant
+
+
+@register_variant("dropin", paper="(test) none")
+class DropIn(MultiHeadAttention):
+    """softmax(QKᵀ/(2√d))V."""
+
+    capabilities = Capabilities()
+
+    def attend(self, q, k, v, ctx):
+        scores = (q @ k.transpose(-2, -1)) / (2.0 * q.shape[-1] ** 0.5)
+        probs = masked_softmax(scores, ctx.mask.allowed(q.shape[-2], k.shape[-2], q.device))
+        return probs @ v, probs
+'''
+
+
+def tiny_profile(out_dir: Path, seeds: list[int] | None = None) -> dict:
+    return {
+        "profile": "tiny",
+        "output_dir": str(out_dir),
+        "seeds": seeds or [0],
+        "threads": 1,
+        "variants": {"include": "all"},
+        "model": {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32},
+        "train": {"steps": 4, "batch_size": 8, "eval_every": 2, "warmup_steps": 1},
+        "tasks": {
+            "listops": {
+                "data": {
+                    "n_train": 48,
+                    "n_val": 16,
+                    "n_test": 16,
+                    "min_length": 4,
+                    "max_length": 24,
+                }
+            }
+        },
+    }
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A copy of the workflow (Snakefile, rules, profiles) in a temporary directory."""
+    for item in ("Snakefile", "workflow", "config"):
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / item, symlinks=False)
+        else:
+            shutil.copy(src, tmp_path / item)
+    return tmp_path
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--cores", "2", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Parse Snakemake's 'Job stats' table from a dry run."""
+    counts: dict[str, int] = {}
+    block = output.split("Job stats:", 1)
+    if len(block) < 2:
+        return counts
+    for line in block[1].splitlines()[3:]:
+        match = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+@pytest.mark.e2e
+def test_pipeline_end_to_end_and_drop_in_variant(workdir: Path, tmp_path: Path) -> None:
+    profile_file = workdir / "tiny.yaml"
+    profile_file.write_text(yaml.safe_dump(tiny_profile(workdir / "results")))
+    snakemake(workdir, "--configfile", str(profile_file))
+
+    board = workdir / "results" / "leaderboard.md"
+    assert board.exists()
+    records = sorted((workdir / "results" / "runs" / "tiny").rglob("seed*.json"))
+    assert [r.parent.name for r in records] == ["vanilla"]
+    record = json.loads(records[0].read_text())
+    assert record["status"] == "ok" and record["task"] == "listops"
+    assert "`vanilla`" in board.read_text()
+    csv = (workdir / "results" / "leaderboard.csv").read_text().splitlines()
+    assert len(csv) == 2  # header + one record
+
+    # Nothing to do on a second run.
+    proc = snakemake(workdir, "--configfile", str(profile_file), "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+    # Drop one new variant module in (outside the package, through ATTNBENCH_VARIANT_PATH):
+    # exactly its jobs and the leaderboard are scheduled.
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    (plugin_dir / "dropin.py").write_text(NEW_VARIANT)
+    env = {"ATTNBENCH_VARIANT_PATH": str(plugin_dir)}
+    listed = subprocess.run(
+        [sys.executable, "-m", "attnbench.cli", "variants"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=True,
+    )
+    assert "dropin" in listed.stdout
+    proc = snakemake(workdir, "--configfile", str(profile_file), "-n", env=env)
+    assert job_counts(proc.stdout) == {"train": 1, "leaderboard": 1, "all": 1, "total": 3}
+    assert "variant=dropin" in proc.stdout or "runs/tiny/listops/dropin/seed0.json" in proc.stdout
+
+    # Run it: the leaderboard now has both rows and vanilla's record is untouched.
+    before = records[0].read_bytes()
+    snakemake(workdir, "--configfile", str(profile_file), env=env)
+    assert records[0].read_bytes() == before
+    text = board.read_text()
+    assert "`vanilla`" in text and "dropin" in text
+
+    # A training setting changes each job's resolved config: training reruns, data does not.
+    profile = tiny_profile(workdir / "results")
+    profile["train"]["steps"] = 3
+    profile_file.write_text(yaml.safe_dump(profile))
+    proc = snakemake(workdir, "--configfile", str(profile_file), "-n", env=env)
+    counts = job_counts(proc.stdout)
+    assert counts.get("train") == 2 and "prepare_data" not in counts
+    # A data setting reruns data preparation too.
+    profile["tasks"]["listops"]["data"]["n_train"] = 40
+    profile_file.write_text(yaml.safe_dump(profile))
+    proc = snakemake(workdir, "--configfile", str(profile_file), "-n", env=env)
+    assert job_counts(proc.stdout).get("prepare_data") == 1
+
+
+def test_default_profile_dry_run_schedules_every_pair(workdir: Path) -> None:
+    from attnbench.config import load_profile, selected_tasks, selected_variants
+
+    profile = load_profile(REPO / "config" / "default.yaml")
+    proc = snakemake(workdir, "-n")
+    counts = job_counts(proc.stdout)
+    expected = (
+        len(selected_tasks(profile)) * len(selected_variants(profile)) * len(profile["seeds"])
+    )
+    assert counts["train"] == expected
+    assert counts["prepare_data"] == len(selected_tasks(profile))
+    assert counts["leaderboard"] == 1
+
+
+@pytest.mark.slow
+def test_default_profile_full_run_beats_majority_baseline(workdir: Path) -> None:
+    snakemake(workdir)
+    record = json.loads(
+        (
+            workdir / "results" / "runs" / "default" / "listops" / "vanilla" / "seed0.json"
+        ).read_text()
+    )
+    assert record["status"] == "ok"
+    accuracy = record["metrics"]["test"]["accuracy"]
+    assert accuracy > record["metrics"]["baselines"]["majority_class"] + 0.05
