@@ -112,7 +112,7 @@ def test_vanilla_matches_sdpa_reference(case: str) -> None:
 
 def test_vanilla_float32_matches_reference_at_1e5() -> None:
     attn = build_vanilla().float()
-    x, source, mask, allowed = case_setup("causal+padding")
+    x, _source, mask, allowed = case_setup("causal+padding")
     with torch.no_grad():
         got = attn(x.float(), None, AttentionContext(mask=mask)).out
         want = reference(attn, x.float(), None, allowed)
@@ -122,7 +122,7 @@ def test_vanilla_float32_matches_reference_at_1e5() -> None:
 def test_reference_is_sensitive_to_the_mask() -> None:
     """Guard: the cases above would not pass with the mask ignored."""
     attn = build_vanilla()
-    x, source, mask, allowed = case_setup("causal+padding")
+    x, source, mask, _allowed = case_setup("causal+padding")
     with torch.no_grad():
         got = attn(x, source, AttentionContext(mask=mask)).out
         unmasked = reference(attn, x, source, None)

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from attnbench.attention import Attention, VariantSpec, get_variant, variant_names
 from attnbench.model import (
-    EncoderDecoder,
     Embedding,
+    EncoderDecoder,
     LanguageModel,
     ModelConfig,
     PairClassifier,
@@ -45,7 +45,13 @@ CPU = torch.device("cpu")
 
 
 def small_cfg(**overrides: Any) -> ModelConfig:
-    values: dict[str, Any] = {"d_model": 32, "n_heads": 4, "n_layers": 2, "d_ff": 64, "max_len": MAX_LEN}
+    values: dict[str, Any] = {
+        "d_model": 32,
+        "n_heads": 4,
+        "n_layers": 2,
+        "d_ff": 64,
+        "max_len": MAX_LEN,
+    }
     return ModelConfig(**{**values, **overrides})
 
 
@@ -81,9 +87,9 @@ def assert_grads_reach_attention(model: nn.Module, loss: Tensor) -> None:
         params = list(module.parameters())
         if not params:
             continue
-        assert any(
-            p.grad is not None and p.grad.abs().sum() > 0 for p in params
-        ), f"no gradient reaches {type(module).__name__}"
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params), (
+            f"no gradient reaches {type(module).__name__}"
+        )
 
 
 def total_loss(out: Any) -> Tensor:
@@ -139,7 +145,9 @@ def test_encoder_decoder_shapes_and_grads(name: str) -> None:
     n_src = seq_len(spec, 10)
     n_tgt = seq_len(spec, 7)
     model = EncoderDecoder(VOCAB, small_cfg(), spec, cross_variant(spec))
-    src_pad = padding([n_src, n_src - 4, n_src - 2], n_src) if spec.capabilities.padding_mask else None
+    src_pad = (
+        padding([n_src, n_src - 4, n_src - 2], n_src) if spec.capabilities.padding_mask else None
+    )
     out = model(random_ids(BATCH, n_src), random_ids(BATCH, n_tgt, seed=1), src_pad)
     assert out.logits.shape == (BATCH, n_tgt, VOCAB)
     assert torch.isfinite(out.logits).all()
@@ -218,7 +226,9 @@ def test_padded_batch_equals_sequences_alone(name: str) -> None:
     ids = random_ids(BATCH, n)
     with torch.no_grad():
         batched = model(ids, padding(lengths, n)).logits
-        alone = torch.cat([model(ids[i : i + 1, :length]).logits for i, length in enumerate(lengths)])
+        alone = torch.cat(
+            [model(ids[i : i + 1, :length]).logits for i, length in enumerate(lengths)]
+        )
     torch.testing.assert_close(batched, alone, atol=1e-5, rtol=0)
 
 
@@ -422,8 +432,14 @@ def test_model_config_bad_pooling_lists_choices() -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"d_model": 0}, {"n_layers": -1}, {"positions": "rotary"}, {"activation": "tanh"},
-     {"dropout": 1.0}, {"attention_dropout": -0.1}],
+    [
+        {"d_model": 0},
+        {"n_layers": -1},
+        {"positions": "rotary"},
+        {"activation": "tanh"},
+        {"dropout": 1.0},
+        {"attention_dropout": -0.1},
+    ],
 )
 def test_model_config_rejects_bad_values(overrides: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(overrides))):
@@ -445,20 +461,15 @@ def test_warmup_is_linear_to_one() -> None:
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_decay_starts_at_one_and_decreases(schedule: str) -> None:
-    cfg = TrainConfig(steps=50, warmup_steps=10, schedule=schedule, min_lr_ratio=0.1)
-    factors = [lr_factor(s, cfg) for s in range(10, 50)]
+    cfg = TrainConfig(steps=51, warmup_steps=10, schedule=schedule, min_lr_ratio=0.1)
+    factors = [lr_factor(s, cfg) for s in range(10, 51)]
     assert factors[0] == pytest.approx(1.0)
     assert all(b <= a for a, b in itertools.pairwise(factors))
     assert min(factors) >= 0.1
-    mid = lr_factor(30, cfg)  # halfway through the decay
+    mid = lr_factor(30, cfg)  # halfway through the decay (steps 10..50)
     assert mid == pytest.approx(0.1 + 0.9 * 0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lr_factor's decay reaches min_lr_ratio only at step == steps, one past the "
-    "last optimiser step (steps - 1): the last update never uses the floor",
-)
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_decay_reaches_min_lr_ratio_at_last_step(schedule: str) -> None:
     cfg = TrainConfig(steps=20, warmup_steps=4, schedule=schedule, min_lr_ratio=0.1)
@@ -505,7 +516,9 @@ class FirstTokenParity(SequenceClassificationTask):
         for split, size in sizes.items():
             rows = []
             for _ in range(size):
-                length = int(torch.randint(self.LENGTHS[0], self.LENGTHS[1] + 1, (1,), generator=gen))
+                length = int(
+                    torch.randint(self.LENGTHS[0], self.LENGTHS[1] + 1, (1,), generator=gen)
+                )
                 ids = torch.randint(2, 8, (length,), generator=gen).tolist()
                 rows.append((ids, ids[0] % 2))
             self.splits[split] = rows
@@ -534,8 +547,13 @@ def parity_model(task: FirstTokenParity, seed: int = 0, dropout: float = 0.0) ->
 
 def train_cfg(**overrides: Any) -> TrainConfig:
     values: dict[str, Any] = {
-        "lr": 3e-3, "batch_size": 32, "eval_batch_size": 64, "steps": 150,
-        "warmup_steps": 10, "eval_every": 25, "schedule": "cosine",
+        "lr": 3e-3,
+        "batch_size": 32,
+        "eval_batch_size": 64,
+        "steps": 150,
+        "warmup_steps": 10,
+        "eval_every": 25,
+        "schedule": "cosine",
     }
     return TrainConfig(**{**values, **overrides})
 
@@ -597,8 +615,12 @@ def test_test_split_is_evaluated_at_best_validation_step(
     model = parity_model(task)
     seen: dict[int, float] = {}
     result = train(
-        task, model, train_cfg(steps=20, eval_every=5, warmup_steps=0, lr=1e-2),
-        seed=0, device=CPU, progress=False,
+        task,
+        model,
+        train_cfg(steps=20, eval_every=5, warmup_steps=0, lr=1e-2),
+        seed=0,
+        device=CPU,
+        progress=False,
         on_eval=lambda step, val: seen.__setitem__(step, fingerprint(model)),
     )
     assert sorted(seen) == [5, 10, 15, 20]
@@ -637,7 +659,9 @@ def test_train_is_reproducible_with_the_same_seed() -> None:
         task = FirstTokenParity(ParityData(n_train=96, n_val=30, n_test=30))
         model = parity_model(task, seed=3, dropout=0.1)  # dropout: the RNG matters too
         results.append(
-            train(task, model, train_cfg(steps=30, eval_every=10), seed=3, device=CPU, progress=False)
+            train(
+                task, model, train_cfg(steps=30, eval_every=10), seed=3, device=CPU, progress=False
+            )
         )
     a, b = results
     assert a.history == b.history
@@ -647,7 +671,11 @@ def test_train_is_reproducible_with_the_same_seed() -> None:
     # and a different seed gives a different run (the check above is not vacuous)
     task = FirstTokenParity(ParityData(n_train=96, n_val=30, n_test=30))
     other = train(
-        task, parity_model(task, seed=4, dropout=0.1), train_cfg(steps=30, eval_every=10),
-        seed=4, device=CPU, progress=False,
+        task,
+        parity_model(task, seed=4, dropout=0.1),
+        train_cfg(steps=30, eval_every=10),
+        seed=4,
+        device=CPU,
+        progress=False,
     )
     assert other.history != a.history

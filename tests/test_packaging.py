@@ -40,7 +40,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     readme_cmd = re.search(r"pip install -e \"\.\[test\]\" && (pytest[^\n`]*)", README)
     assert readme_cmd, "README quickstart lost its test command"
     assert readme_cmd.group(1).strip() in ci
-    assert 'torch==2.13.0' in ci
+    assert "torch==2.13.0" in ci
 
 
 def test_readme_variant_example_works(tmp_path: Path) -> None:

@@ -145,13 +145,24 @@ def test_options_defaults_and_overrides() -> None:
     assert spec.options({"temperature": 2}).temperature == 2  # an int is a fine float
     assert spec.options({"cap": None}).cap is None
     assert spec.options({"cap": 3}).cap == 3
-    assert spec.resolved_options({"k": 1}) == {"k": 1, "temperature": 1.0, "mode": "soft", "cap": None}
+    assert spec.resolved_options({"k": 1}) == {
+        "k": 1,
+        "temperature": 1.0,
+        "mode": "soft",
+        "cap": None,
+    }
 
 
 @pytest.mark.parametrize(
     ("overrides", "option"),
-    [({"k": "8"}, "k"), ({"k": 2.5}, "k"), ({"k": True}, "k"), ({"mode": 3}, "mode"),
-     ({"temperature": "hot"}, "temperature"), ({"cap": "x"}, "cap")],
+    [
+        ({"k": "8"}, "k"),
+        ({"k": 2.5}, "k"),
+        ({"k": True}, "k"),
+        ({"mode": 3}, "mode"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"cap": "x"}, "cap"),
+    ],
 )
 def test_options_reject_wrong_types(overrides: dict[str, object], option: str) -> None:
     with pytest.raises(ValueError, match=rf"option {option}=") as info:
@@ -185,7 +196,7 @@ def test_preset_of_vanilla(cleanup_variants: list[str]) -> None:
 
 
 def test_preset_of_vanilla_with_unknown_option(cleanup_variants: list[str]) -> None:
-    with pytest.raises(ValueError, match="unknown option.*bogus.*valid options: \\(none\\)"):
+    with pytest.raises(ValueError, match=r"unknown option.*bogus.*valid options: \(none\)"):
         register_preset("vanilla-test-bad", "vanilla", bogus=1)
     assert "vanilla-test-bad" not in variant_names()
 
@@ -232,7 +243,11 @@ def start_listing(extra_env: dict[str, str], cwd: Path) -> subprocess.Popen[str]
     env.update(extra_env)
     return subprocess.Popen(
         [sys.executable, "-m", "attnbench.cli", "variants", "--json"],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -252,7 +267,9 @@ def listings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Listing]:
     """``attnbench variants --json`` run four ways, concurrently (each imports torch)."""
     plugin_dir = tmp_path_factory.mktemp("variant_path")
     (plugin_dir / "tmpvariant.py").write_text(TMP_VARIANT.format(name="tmpvariant"))
-    (plugin_dir / "_private.py").write_text("raise RuntimeError('files starting with _ are skipped')\n")
+    (plugin_dir / "_private.py").write_text(
+        "raise RuntimeError('files starting with _ are skipped')\n"
+    )
 
     broken_dir = tmp_path_factory.mktemp("broken")
     (broken_dir / "broken.py").write_text("raise RuntimeError('broken plugin')\n")

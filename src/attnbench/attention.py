@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnbench.options import build_options
 from attnbench.registry import Registry, RegistryError, caller_origin
 
 
@@ -243,49 +244,13 @@ class VariantSpec:
         Unknown option names and wrong types raise ``ValueError`` naming the valid ones.
         """
         values = {**self.defaults, **(overrides or {})}
-        option_fields = {f.name: f for f in dataclasses.fields(self.cls.Options)}
-        unknown = sorted(set(values) - set(option_fields))
-        if unknown:
-            valid = ", ".join(sorted(option_fields)) or "(none)"
-            raise ValueError(
-                f"variant {self.name!r}: unknown option(s) {', '.join(unknown)}; "
-                f"valid options: {valid}"
-            )
-        for key, value in values.items():
-            expected = option_fields[key].type
-            if not _matches_type(value, expected):
-                raise ValueError(
-                    f"variant {self.name!r}: option {key}={value!r} should be of type {expected}"
-                )
-        return self.cls.Options(**values)
+        return build_options(self.cls.Options, values, f"variant {self.name!r}", noun="option")
 
     def resolved_options(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         return dataclasses.asdict(self.options(overrides))
 
     def build(self, dims: AttentionDims, overrides: dict[str, Any] | None = None) -> Attention:
         return self.cls(dims, self.options(overrides))
-
-
-def _matches_type(value: Any, annotation: Any) -> bool:
-    """Loose runtime check of option values against their dataclass annotation string."""
-    if isinstance(annotation, str):
-        text = annotation
-    elif isinstance(annotation, type):
-        text = annotation.__name__
-    else:
-        text = str(annotation).replace("NoneType", "None")
-    allowed = {part.strip() for part in text.split("|")}
-    checks = {
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-        "bool": lambda v: isinstance(v, bool),
-        "str": lambda v: isinstance(v, str),
-        "None": lambda v: v is None,
-    }
-    known = [checks[a] for a in allowed if a in checks]
-    if not known or len(known) != len(allowed):
-        return True  # an annotation we do not interpret: let the dataclass take it
-    return any(check(value) for check in known)
 
 
 VARIANTS: Registry[VariantSpec] = Registry(

@@ -77,7 +77,7 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
         return 1.0
     if cfg.schedule == "rsqrt":  # LRA / T2T: 1/sqrt(step) after warm-up, continuous at the join
         return math.sqrt(max(cfg.warmup_steps, 1) / (step + 1))
-    span = max(cfg.steps - cfg.warmup_steps, 1)
+    span = max(cfg.steps - cfg.warmup_steps - 1, 1)  # the last step (steps - 1) hits the floor
     progress = min((step - cfg.warmup_steps) / span, 1.0)
     if cfg.schedule == "linear":
         decay = 1.0 - progress

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from attnbench.attention import Requirements, VariantSpec
 from attnbench.model import ModelConfig, SequenceClassifier, cross_entropy
+from attnbench.options import build_options
 from attnbench.registry import Registry, RegistryError, caller_origin
 
 DATA_SOURCES = ("generated", "bundled", "huggingface", "lra-release")
@@ -151,15 +152,7 @@ def task_names() -> list[str]:
 
 def make_data_config(task_cls: type[Task], values: dict[str, Any] | None) -> Any:
     """Build the task's DataConfig from profile values; unknown keys name the valid ones."""
-    values = dict(values or {})
-    names = {f.name for f in dataclasses.fields(task_cls.DataConfig)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(
-            f"tasks.{task_cls.name}.data: unknown key(s) {', '.join(unknown)}; "
-            f"valid keys: {', '.join(sorted(names))}"
-        )
-    return task_cls.DataConfig(**values)
+    return build_options(task_cls.DataConfig, values, f"tasks.{task_cls.name}.data")
 
 
 # ---------------------------------------------------------------------------------------

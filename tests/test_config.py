@@ -1,0 +1,319 @@
+"""Profiles: loading, validation, per-job resolution and hashing, and CLI error handling."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from attnbench.config import (
+    ConfigError,
+    config_hash,
+    job_config,
+    load_profile,
+    selected_tasks,
+    selected_variants,
+    validate_profile,
+)
+from attnbench.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PROFILE = ROOT / "config" / "default.yaml"
+
+BASE = """\
+profile: tiny
+train: {steps: 50, lr: 0.001}
+tasks:
+  listops:
+    data: {n_train: 10, n_val: 5, n_test: 5, min_length: 5, max_length: 30}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "profile.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def config_error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_profile(write(tmp_path, text))
+    message = str(info.value)
+    assert "\n" not in message, f"not one line: {message!r}"
+    return message
+
+
+# ---------------------------------------------------------------------------------------
+# The shipped default profile and job resolution
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def default_profile() -> dict:
+    return load_profile(DEFAULT_PROFILE)
+
+
+def test_default_profile_loads(default_profile: dict) -> None:
+    assert default_profile["profile"] == "default"
+    assert "listops" in selected_tasks(default_profile)
+    assert "vanilla" in selected_variants(default_profile)
+    assert default_profile["seeds"] == [0]
+    assert default_profile["tasks"]["listops"]["enabled"] is True  # default filled in
+
+
+def test_job_config_for_listops_vanilla(default_profile: dict) -> None:
+    cfg = job_config(default_profile, "listops", "vanilla")
+    assert {"data", "model", "train", "variant_options"} <= set(cfg)
+    assert cfg["task"] == "listops" and cfg["variant"] == "vanilla"
+    assert cfg["profile"] == "default"
+    assert cfg["data"]["n_train"] == 4000 and cfg["data"]["max_length"] == 100
+    assert cfg["data"]["max_args"] == 10
+    assert cfg["model"]["d_model"] == 64 and cfg["model"]["head_dim"] == 16
+    assert cfg["model"]["max_len"] == 101  # the task's longest input: max_length + [CLS]
+    assert cfg["train"]["steps"] == 600 and cfg["train"]["lr"] == 0.002
+    assert cfg["train"]["min_lr_ratio"] == TrainConfig().min_lr_ratio  # a default filled in
+    assert cfg["variant_options"] == {}
+
+
+def test_config_hash_is_stable_and_sensitive(default_profile: dict) -> None:
+    first = config_hash(job_config(default_profile, "listops", "vanilla"))
+    again = config_hash(job_config(load_profile(DEFAULT_PROFILE), "listops", "vanilla"))
+    assert first == again
+    assert len(first) == 16
+    changed = copy.deepcopy(default_profile)
+    changed["train"]["lr"] = 0.003
+    assert config_hash(job_config(changed, "listops", "vanilla")) != first
+    changed = copy.deepcopy(default_profile)
+    changed["tasks"]["listops"]["data"]["seed"] = 1
+    assert config_hash(job_config(changed, "listops", "vanilla")) != first
+
+
+def test_config_hash_ignores_key_order() -> None:
+    assert config_hash({"a": 1, "b": {"c": 2, "d": 3}}) == config_hash(
+        {"b": {"d": 3, "c": 2}, "a": 1}
+    )
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_task_level_overrides_win(tmp_path: Path) -> None:
+    profile = load_profile(
+        write(
+            tmp_path,
+            BASE.replace("    data:", "    train: {steps: 7}\n    model: {n_layers: 1}\n    data:"),
+        )
+    )
+    cfg = job_config(profile, "listops", "vanilla")
+    assert cfg["train"]["steps"] == 7  # task-level
+    assert cfg["train"]["lr"] == 0.001  # global, not overridden
+    assert cfg["model"]["n_layers"] == 1
+    assert profile["train"]["steps"] == 50  # the global section itself is untouched
+
+
+def test_job_config_for_a_task_not_in_the_profile(tmp_path: Path) -> None:
+    profile = load_profile(write(tmp_path, BASE))
+    profile["tasks"] = {"other": {}}
+    with pytest.raises(ValueError, match="not in profile"):
+        job_config(profile, "listops", "vanilla")
+
+
+def test_validate_profile_rejects_non_mapping() -> None:
+    with pytest.raises(ConfigError, match="mapping"):
+        validate_profile(["a", "list"])
+
+
+# ---------------------------------------------------------------------------------------
+# Bad profiles: one-line ConfigError naming the problem
+# ---------------------------------------------------------------------------------------
+def test_malformed_yaml(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "profile: tiny\ntasks:\n  listops: {data: [1, 2}\n")
+    assert "malformed" in message.lower()
+    assert "line 3" in message
+    assert "profile.yaml" in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found") as info:
+        load_profile(tmp_path / "nope.yaml")
+    assert "nope.yaml" in str(info.value)
+
+
+def test_json_profile(tmp_path: Path, default_profile: dict) -> None:
+    """The workflow's resolved profile is JSON; it loads to the same jobs, 1e-09 included."""
+    path = tmp_path / "resolved.json"
+    path.write_text(json.dumps(default_profile))
+    assert '"eps": 1e-09' in path.read_text()
+    loaded = load_profile(path)
+    assert job_config(loaded, "listops", "vanilla") == job_config(
+        default_profile, "listops", "vanilla"
+    )
+    (tmp_path / "bad.json").write_text('{"profile": "x",\n "tasks": }\n')
+    with pytest.raises(ConfigError, match=r"malformed JSON.*line 2") as info:
+        load_profile(tmp_path / "bad.json")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        pytest.param(
+            ("train: {steps: 50", "train: {steps: -5"), ["steps", "-5"], id="negative-steps"
+        ),
+        pytest.param(
+            ("train: {steps: 50", 'train: {steps: "ten"'), ["steps", "ten"], id="steps-type"
+        ),
+        pytest.param(
+            ("profile: tiny", "profile: tiny\nmodel: {n_heads: 0}"), ["n_heads"], id="zero-heads"
+        ),
+        pytest.param(
+            ("profile: tiny", "profile: tiny\nmodel: {d_model: 30, n_heads: 4}"),
+            ["divisible", "30", "4"],
+            id="head-dim",
+        ),
+        pytest.param(
+            ("profile: tiny", "profile: tiny\nmodel: {pooling: max}"), ["pooling"], id="pooling"
+        ),
+        pytest.param(
+            ("    data:", "    model: {n_heads: 0}\n    data:"), ["n_heads"], id="task-zero-heads"
+        ),
+        pytest.param(
+            ("  listops:", "  nope: {}\n  listops:"),
+            ["unknown task", "'nope'", "listops"],
+            id="unknown-task",
+        ),
+        pytest.param(
+            ("profile: tiny", "profile: tiny\nvariants: {include: [vanilla, nope]}"),
+            ["unknown variant", "'nope'", "vanilla"],
+            id="unknown-variant-include",
+        ),
+        pytest.param(
+            ("profile: tiny", "profile: tiny\nvariants: {exclude: [nope]}"),
+            ["unknown variant", "'nope'", "vanilla"],
+            id="unknown-variant-exclude",
+        ),
+        pytest.param(
+            ("profile: tiny", "profile: tiny\nvariants: {options: {vanilla: {k: 1}}}"),
+            ["vanilla", "unknown option", "k"],
+            id="unknown-variant-option",
+        ),
+        pytest.param(
+            ("profile: tiny", "profile: tiny\ncolour: red"), ["colour"], id="top-level-key"
+        ),
+        pytest.param(("train: {", "train: {colour: red, "), ["colour"], id="train-key"),
+        pytest.param(
+            ("n_train: 10", "n_train: 10, colour: red"),
+            ["colour", "valid keys", "n_train", "max_length"],
+            id="data-key",
+        ),
+        pytest.param(
+            ("min_length: 5", "min_length: 50"), ["min_length", "max_length"], id="data-range"
+        ),
+        pytest.param(("profile: tiny", "profile: tiny\nseeds: []"), ["seeds"], id="no-seeds"),
+        pytest.param(("profile: tiny", "profile: 'a b'"), ["profile"], id="profile-name"),
+    ],
+)
+def test_bad_profile(tmp_path: Path, edit: tuple[str, str], words: list[str]) -> None:
+    old, new = edit
+    assert old in BASE
+    message = config_error(tmp_path, BASE.replace(old, new, 1))
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+
+
+def test_missing_tasks(tmp_path: Path) -> None:
+    assert "tasks" in config_error(tmp_path, "profile: tiny\n")
+
+
+def test_wrong_type_in_data_is_a_config_error(tmp_path: Path) -> None:
+    message = config_error(tmp_path, BASE.replace("n_train: 10", 'n_train: "ten"'))
+    assert "n_train" in message
+
+
+def test_base_profile_is_valid(tmp_path: Path) -> None:
+    """Guard for the cases above: the unedited profile passes."""
+    profile = load_profile(write(tmp_path, BASE))
+    assert selected_tasks(profile) == ["listops"]
+
+
+# ---------------------------------------------------------------------------------------
+# The CLI: exit 2, one stderr line, nothing written
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    cwd: Path
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    """Each command in its own empty working directory, all started at once."""
+    bad = tmp_path_factory.mktemp("bad") / "malformed.yaml"
+    bad.write_text("profile: x\n  tasks: {}\n")  # a mapping where none may start
+    profile = str(DEFAULT_PROFILE)
+    commands = {
+        "unknown-variant": [
+            "train",
+            "--profile",
+            profile,
+            "--task",
+            "listops",
+            "--variant",
+            "nope",
+        ],
+        "unknown-task": ["train", "--profile", profile, "--task", "nope", "--variant", "vanilla"],
+        "malformed": ["check", "--profile", str(bad)],
+        "valid": ["check", "--profile", profile],
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTNBENCH_")}
+    procs = {}
+    for case, args in commands.items():
+        cwd = tmp_path_factory.mktemp(case)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "attnbench.cli", *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs[case] = (proc, cwd)
+    runs = {}
+    for case, (proc, cwd) in procs.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        runs[case] = Run(proc.returncode, stdout, stderr, cwd)
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        ("unknown-variant", ["'nope'", "valid choices", "vanilla"]),
+        ("unknown-task", ["'nope'", "valid choices", "listops"]),
+        ("malformed", ["malformed", "line 2", "malformed.yaml"]),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(
+    cli_runs: dict[str, Run], case: str, words: list[str]
+) -> None:
+    run = cli_runs[case]
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("attnbench: error: ")
+    for word in words:
+        assert word in lines[0]
+    assert run.stdout == ""
+    assert list(run.cwd.rglob("*")) == []  # no record (nor results/ directory) written
+
+
+def test_cli_check_valid_profile(cli_runs: dict[str, Run]) -> None:
+    run = cli_runs["valid"]
+    assert run.returncode == 0, run.stderr
+    assert "'default' is valid" in run.stdout
+    assert run.stderr == ""
