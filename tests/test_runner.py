@@ -213,3 +213,32 @@ def test_cli_train_writes_the_record_and_leaderboard(prepared, tmp_path: Path) -
     )
     assert proc.returncode == 0, proc.stderr
     assert "`vanilla`" in md.read_text()
+
+
+def test_fixed_length_variant_gets_batches_padded_to_max_len(prepared, tmp_path: Path) -> None:
+    profile, data = prepared
+    seen: list[int] = []
+
+    @register_variant("fixedlen-test", paper="(test)")
+    class FixedLength(Vanilla):
+        capabilities = Capabilities(variable_length=False)
+
+        def attend(self, q, k, v, ctx):
+            seen.append(k.shape[-2])
+            return super().attend(q, k, v, ctx)
+
+    try:
+        record = run_job(
+            profile,
+            "listops",
+            "fixedlen-test",
+            0,
+            data_dir=data,
+            record_file=tmp_path / "f.json",
+            progress=False,
+        )
+        assert record["status"] == "ok"
+        assert set(seen) == {record["config"]["model"]["max_len"]}
+    finally:
+        VARIANTS._entries.pop("fixedlen-test", None)
+        VARIANTS._origins.pop("fixedlen-test", None)

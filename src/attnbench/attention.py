@@ -55,7 +55,7 @@ class Capabilities:
     padding_mask: bool = True  # honours a key padding mask (variable-length batches)
     positions: str = "absolute"  # "absolute" | "own"
     recurrent: bool = False  # carries state across segments (ctx.state / AttentionOutput.state)
-    variable_length: bool = True  # False: needs every sequence padded to ``max_len``
+    variable_length: bool = True  # False: every batch is padded to ``dims.max_len`` for it
     max_length: int | None = None  # a hard limit on length, if any (besides ``max_len``)
     time_complexity: str = "O(n²·d)"
     memory_complexity: str = "O(n²)"
@@ -307,7 +307,7 @@ class Requirements:
     causal: bool = False
     cross_attention: bool = False  # False: cross-attention may fall back to standard attention
     padding_mask: bool = False
-    variable_length: bool = False
+    variable_length: bool = False  # True: the task cannot pad its inputs to one fixed length
     max_len: int = 0
 
 

@@ -282,6 +282,8 @@ def run_job(
 
     _check_prepared(profile, task_name, data_dir)
     task.load(data_dir)
+    if not spec.capabilities.variable_length:
+        task.pad_to = cfg["model"]["max_len"]
     for split in ("train", "val", "test"):
         if task.split_size(split) == 0:
             raise JobError(f"task {task_name!r}: the {split} split in {data_dir} is empty")

@@ -77,6 +77,9 @@ class Task:
     def __init__(self, data_cfg: Any) -> None:
         self.cfg = data_cfg
         self.splits: dict[str, Any] = {}
+        # Set by the runner for variants that cannot take variable lengths
+        # (Capabilities.variable_length is False): pad every batch to this length.
+        self.pad_to: int | None = None
 
     # -- description ------------------------------------------------------------------
     def requirements(self) -> Requirements:
@@ -174,7 +177,8 @@ class SequenceClassificationTask(Task):
         raise NotImplementedError
 
     def requirements(self) -> Requirements:
-        return Requirements(padding_mask=True, variable_length=True, max_len=self.max_len())
+        # Batches can be padded to max_len (self.pad_to), so fixed-length variants run too.
+        return Requirements(padding_mask=True, variable_length=False, max_len=self.max_len())
 
     def build_model(
         self, cfg: ModelConfig, variant: VariantSpec, options: dict[str, Any]
@@ -194,7 +198,7 @@ class SequenceClassificationTask(Task):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             rows = [[CLS_ID, *examples[i][0]] for i in idx]
-            width = max(len(r) for r in rows)
+            width = self.pad_to or max(len(r) for r in rows)
             ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
             for j, row in enumerate(rows):
                 ids[j, : len(row)] = torch.tensor(row, dtype=torch.long)
