@@ -636,10 +636,10 @@ class NaNAtStep3(FirstTokenParity):
         super().__init__(ParityData(n_train=64, n_val=8, n_test=8))
         self.calls = 0
 
-    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        loss = super().loss(model, batch)
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        loss, aux = super().loss(model, batch)
         self.calls += 1
-        return loss * float("nan") if self.calls == 4 else loss
+        return (loss * float("nan") if self.calls == 4 else loss), aux
 
 
 def test_train_raises_diverged_on_nan_loss() -> None:

@@ -77,6 +77,9 @@ class AttentionDims:
     n_layers: int = 1
     is_cross: bool = False  # built as encoder–decoder cross-attention
     is_causal: bool = False  # built for a causal stack (decoder self-attention, LM)
+    # One dict per stack, the same object for every layer: a variant that shares
+    # parameters across layers (TUPE's positional term, say) keeps them here.
+    shared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass
@@ -192,11 +195,23 @@ class MultiHeadAttention(Attention):
         k = self.split_heads(self.k_proj(kv))  # (B, H, S, dh)
         v = self.split_heads(self.v_proj(kv))  # (B, H, S, dh)
         out, weights = self.attend(q, k, v, ctx)  # (B, H, T, dh), (B, H, T, S) | None
-        if ctx.head_mask is not None:
-            out = out * ctx.head_mask.to(out.dtype)[None, :, None, None]
         return AttentionOutput(
-            out=self.out_proj(self.merge_heads(out)), weights=weights if ctx.need_weights else None
+            out=self.project_out(out, ctx.head_mask),
+            weights=weights if ctx.need_weights else None,
         )
+
+    def project_out(self, out: Tensor, head_mask: Tensor | None) -> Tensor:
+        """Merge heads and apply W_O; ``head_mask`` (H,) scales each head's contribution.
+
+        MultiHead = Σ_h ξ_h · head_h W_O^h (Michel et al. 2019). W_O's bias is shared by the
+        heads, so it is dropped when every head is masked: the sublayer then adds nothing
+        and only the residual path remains.
+        """
+        if head_mask is None:
+            return self.out_proj(self.merge_heads(out))
+        mask = head_mask.to(out.dtype)
+        merged = self.merge_heads(out * mask[None, :, None, None])  # (B, T, H·dh)
+        return self.out_proj(merged) - self.out_proj.bias * (1 - mask.max())
 
     def attend(
         self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext

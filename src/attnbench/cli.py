@@ -176,6 +176,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate_heads(args: argparse.Namespace) -> int:
+    from attnbench.ablation import write_head_ablation
+
+    record = Path(args.record)
+    if not record.exists():
+        raise FileNotFoundError(f"record not found: {record}")
+    out = Path(args.out) if args.out else record.with_name(record.stem + ".head_ablation.json")
+    result = write_head_ablation(
+        record, Path(args.data), out, split=args.split, progress=not args.no_progress
+    )
+    worst = min(
+        (
+            (d, layer, head)
+            for layer, row in enumerate(result["delta_per_head"])
+            for head, d in enumerate(row)
+        ),
+        default=(0.0, -1, -1),
+    )
+    print(
+        f"head ablation of {result['task']} × {result['variant']}: base {result['base']:.4f} "
+        f"(record {result['recorded']}); largest drop {worst[0]:+.4f} at layer {worst[1]} "
+        f"head {worst[2]} → {out}"
+    )
+    return 0
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from attnbench.leaderboard import build_leaderboard
     from attnbench.records import iter_record_files
@@ -245,6 +271,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "ablate-heads",
+        help="re-evaluate a trained run with each head (and each layer's heads) disabled",
+    )
+    p.add_argument("--record", required=True, help="run record (its .best.pt checkpoint is used)")
+    p.add_argument("--data", required=True, help="the task's prepared data directory")
+    p.add_argument(
+        "--split", default="test", choices=("val", "test"), help="(default: %(default)s)"
+    )
+    p.add_argument("--out", help="output JSON (default: <record>.head_ablation.json beside it)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_ablate_heads)
 
     p = sub.add_parser(
         "leaderboard", help="build the leaderboard (Markdown + CSV) from run records"

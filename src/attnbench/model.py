@@ -47,7 +47,10 @@ class ModelConfig:
     attention_dropout: float = 0.0  # on attention weights
     positions: str = "learned"  # "learned" | "sinusoidal" (ignored if the variant owns positions)
     norm_first: bool = True  # pre-LN (True) or post-LN (False)
-    pooling: str = "mean"  # "mean" | "cls" (classification heads)
+    pooling: str = "mean"  # "mean" | "cls" | "attentive" (classification heads)
+    attentive_hops: int = 4  # attentive pooling: r attention hops (Lin et al. 2017)
+    attentive_hidden: int = 64  # attentive pooling: d_a, width of the scoring MLP
+    attentive_penalty: float = 1.0  # attentive pooling: coefficient of ‖AAᵀ − I‖²_F
     activation: str = "gelu"  # "gelu" | "relu"
     max_len: int = 512  # longest input (set by the task from its data)
     tie_embeddings: bool = True  # LM / decoder: output projection shares the embedding
@@ -65,7 +68,7 @@ class ModelConfig:
             self.head_dim = self.d_model // self.n_heads
         choices = {
             "positions": ("learned", "sinusoidal"),
-            "pooling": ("mean", "cls"),
+            "pooling": ("mean", "cls", "attentive"),
             "activation": ("gelu", "relu"),
         }
         for name, valid in choices.items():
@@ -218,6 +221,8 @@ class TransformerStack(nn.Module):
         self.causal = causal
         assert cfg.head_dim is not None
         layers = []
+        shared: dict[str, Any] = {}  # parameters a variant shares across this stack's layers
+        cross_shared: dict[str, Any] = {}
         for i in range(cfg.n_layers):
             dims = AttentionDims(
                 d_model=cfg.d_model,
@@ -228,10 +233,13 @@ class TransformerStack(nn.Module):
                 layer_index=i,
                 n_layers=cfg.n_layers,
                 is_causal=causal,
+                shared=shared,
             )
             cross = None
             if cross_variant is not None:
-                cross_dims = dataclasses.replace(dims, is_cross=True, is_causal=False)
+                cross_dims = dataclasses.replace(
+                    dims, is_cross=True, is_causal=False, shared=cross_shared
+                )
                 cross = cross_variant.build(cross_dims, cross_options)
             layers.append(TransformerLayer(cfg, variant.build(dims, variant_options), cross))
         self.layers = nn.ModuleList(layers)
@@ -264,9 +272,8 @@ class TransformerStack(nn.Module):
             )
             cross_ctx = None
             if memory is not None:
-                cross_ctx = AttentionContext(
+                cross_ctx = AttentionContext(  # head ablation covers self-attention heads
                     mask=AttentionMask(causal=False, key_padding=memory_padding),
-                    head_mask=ctx.head_mask,
                     need_weights=need_weights,
                 )
             x, outs = layer(x, ctx, memory, cross_ctx)
@@ -294,14 +301,63 @@ class ModelOutput:
     state: list[Any] | None = None
 
 
-def pool(hidden: Tensor, key_padding: Tensor | None, how: str) -> Tensor:
-    """(B, T, d) → (B, d): the first ([CLS]) position, or the mean over real tokens."""
-    if how == "cls":
-        return hidden[:, 0]
-    if key_padding is None:
-        return hidden.mean(dim=1)
-    weights = key_padding.to(hidden.dtype)[..., None]  # (B, T, 1)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+class StructuredSelfAttentivePooling(nn.Module):
+    """Lin et al. 2017, "A Structured Self-attentive Sentence Embedding".
+
+    A = softmax(W_s2 tanh(W_s1 Hᵀ)) ∈ R^{r×n} (softmax over tokens, padding masked),
+    M = A H ∈ R^{r×d}, flattened to r·d; penalty P = ‖AAᵀ − I‖²_F keeps the r hops apart.
+    """
+
+    def __init__(self, d_model: int, hidden: int, hops: int) -> None:
+        super().__init__()
+        self.w_s1 = nn.Linear(d_model, hidden, bias=False)
+        self.w_s2 = nn.Linear(hidden, hops, bias=False)
+        self.hops = hops
+
+    def hop_weights(self, hidden: Tensor, key_padding: Tensor | None) -> Tensor:
+        scores = self.w_s2(torch.tanh(self.w_s1(hidden))).transpose(1, 2)  # (B, r, T)
+        if key_padding is not None:
+            scores = scores.masked_fill(~key_padding[:, None, :], float("-inf"))
+        return torch.softmax(scores, dim=-1)
+
+    @staticmethod
+    def penalty(a: Tensor) -> Tensor:
+        """‖AAᵀ − I‖²_F averaged over the batch; a: (B, r, T)."""
+        eye = torch.eye(a.shape[1], device=a.device, dtype=a.dtype)
+        return ((a @ a.transpose(1, 2) - eye) ** 2).sum(dim=(1, 2)).mean()
+
+    def forward(self, hidden: Tensor, key_padding: Tensor | None) -> tuple[Tensor, Tensor]:
+        a = self.hop_weights(hidden, key_padding)  # (B, r, T)
+        m = a @ hidden  # (B, r, d)
+        return m.flatten(1), self.penalty(a)  # (B, r·d), scalar
+
+
+class Pooler(nn.Module):
+    """(B, T, d) → (B, d_out): [CLS], mean over real tokens, or structured self-attention."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.how = cfg.pooling
+        self.attentive: StructuredSelfAttentivePooling | None = None
+        self.penalty_coef = cfg.attentive_penalty
+        self.out_dim = cfg.d_model
+        if cfg.pooling == "attentive":
+            self.attentive = StructuredSelfAttentivePooling(
+                cfg.d_model, cfg.attentive_hidden, cfg.attentive_hops
+            )
+            self.out_dim = cfg.d_model * cfg.attentive_hops
+
+    def forward(self, hidden: Tensor, key_padding: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Pooled vectors and the pooling's auxiliary loss (attentive pooling only)."""
+        if self.attentive is not None:
+            pooled, penalty = self.attentive(hidden, key_padding)
+            return pooled, self.penalty_coef * penalty
+        if self.how == "cls":
+            return hidden[:, 0], None
+        if key_padding is None:
+            return hidden.mean(dim=1), None
+        weights = key_padding.to(hidden.dtype)[..., None]  # (B, T, 1)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0), None
 
 
 class Encoder(nn.Module):
@@ -323,14 +379,14 @@ class SequenceClassifier(nn.Module):
         self, vocab_size: int, n_classes: int, cfg: ModelConfig, variant: VariantSpec, options=None
     ) -> None:
         super().__init__()
-        self.pooling = cfg.pooling
         self.encoder = Encoder(vocab_size, cfg, variant, options)
-        self.classifier = nn.Linear(cfg.d_model, n_classes)
+        self.pooler = Pooler(cfg)
+        self.classifier = nn.Linear(self.pooler.out_dim, n_classes)
 
     def forward(self, ids: Tensor, key_padding: Tensor | None = None, **kwargs: Any) -> ModelOutput:
         enc = self.encoder(ids, key_padding, **kwargs)
-        pooled = pool(enc.hidden, key_padding, self.pooling)
-        return ModelOutput(self.classifier(pooled), enc.aux_loss, enc.weights)
+        pooled, penalty = self.pooler(enc.hidden, key_padding)
+        return ModelOutput(self.classifier(pooled), _add(enc.aux_loss, penalty), enc.weights)
 
 
 class PairClassifier(nn.Module):
@@ -340,10 +396,10 @@ class PairClassifier(nn.Module):
         self, vocab_size: int, n_classes: int, cfg: ModelConfig, variant: VariantSpec, options=None
     ) -> None:
         super().__init__()
-        self.pooling = cfg.pooling
         self.encoder = Encoder(vocab_size, cfg, variant, options)
+        self.pooler = Pooler(cfg)
         self.mlp = nn.Sequential(
-            nn.Linear(4 * cfg.d_model, cfg.d_ff),
+            nn.Linear(4 * self.pooler.out_dim, cfg.d_ff),
             nn.GELU() if cfg.activation == "gelu" else nn.ReLU(),
             nn.Linear(cfg.d_ff, n_classes),
         )
@@ -358,9 +414,9 @@ class PairClassifier(nn.Module):
     ) -> ModelOutput:
         enc_a = self.encoder(ids_a, padding_a, **kwargs)
         enc_b = self.encoder(ids_b, padding_b, **kwargs)
-        u = pool(enc_a.hidden, padding_a, self.pooling)
-        v = pool(enc_b.hidden, padding_b, self.pooling)
-        aux = _add(enc_a.aux_loss, enc_b.aux_loss)
+        u, pen_a = self.pooler(enc_a.hidden, padding_a)
+        v, pen_b = self.pooler(enc_b.hidden, padding_b)
+        aux = _add(_add(enc_a.aux_loss, enc_b.aux_loss), _add(pen_a, pen_b))
         return ModelOutput(self.mlp(torch.cat([u, v, u * v, u - v], dim=-1)), aux, enc_a.weights)
 
 

@@ -156,12 +156,13 @@ def train(
         total=cfg.steps, desc=f"{task.name}", disable=not progress, leave=False, mininterval=2
     )
     running = 0.0
+    running_aux: float | None = None
     for step in range(cfg.steps):
         t0 = time.perf_counter()
         model.train()
         batch = next(stream).to(device)
         with autocast_context(device, cfg):
-            loss = task.loss(model, batch)
+            loss, aux = task.loss(model, batch)
         value = float(loss.detach())
         if not math.isfinite(value):
             bar.close()
@@ -177,6 +178,9 @@ def train(
         train_time += time.perf_counter() - t0
         train_tokens += batch.n_tokens
         running = value if step == 0 else 0.9 * running + 0.1 * value
+        if aux is not None:  # auxiliary losses (sparsity penalties ...) are logged on their own
+            aux_value = float(aux.detach())
+            running_aux = aux_value if running_aux is None else 0.9 * running_aux + 0.1 * aux_value
         bar.update(1)
         if (step + 1) % cfg.log_every == 0:
             bar.set_postfix(loss=f"{running:.3f}", refresh=False)
@@ -188,14 +192,10 @@ def train(
             with autocast_context(device, cfg):
                 val, _ = task.evaluate(model, "val", cfg.eval_batch_size, device)
             eval_time += time.perf_counter() - t1
-            history.append(
-                {
-                    "step": step + 1,
-                    "train_loss": running,
-                    "lr": scheduler.get_last_lr()[0],
-                    "val": val,
-                }
-            )
+            entry = {"step": step + 1, "train_loss": running, "lr": scheduler.get_last_lr()[0]}
+            if running_aux is not None:
+                entry["train_aux_loss"] = running_aux
+            history.append({**entry, "val": val})
             score = sign * val[task.metric]
             if score > best_score:  # keep the best checkpoint by validation metric
                 best_score, best_step, best_val = score, step + 1, val

@@ -55,3 +55,14 @@ def run_record(task, variant, seed):
 
 
 ALL_RECORDS = [run_record(t, v, s) for t in TASKS for v in VARIANTS for s in SEEDS]
+
+_ablation = PROFILE.get("analysis", {}).get("head_ablation", {})
+HEAD_ABLATIONS = [
+    f"{OUT}/analysis/{NAME}/head_ablation/{t}/{v}/seed{s}.json"
+    for t in _ablation.get("tasks", [])
+    if t in TASKS
+    for v in _ablation.get("variants", [])
+    if v in VARIANTS
+    for s in _ablation.get("seeds", [0])
+    if s in SEEDS
+]

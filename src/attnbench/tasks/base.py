@@ -115,14 +115,23 @@ class Task:
     ) -> nn.Module:
         raise NotImplementedError
 
-    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """The training loss to minimise, and its auxiliary part (already included) if any."""
         raise NotImplementedError
 
     @torch.no_grad()
     def evaluate(
-        self, model: nn.Module, split: str, batch_size: int, device: torch.device
+        self,
+        model: nn.Module,
+        split: str,
+        batch_size: int,
+        device: torch.device,
+        **model_kwargs: Any,
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        """Metrics on a whole split, and per-example predictions (for significance tests)."""
+        """Metrics on a whole split, and per-example predictions (for significance tests).
+
+        ``model_kwargs`` go to every forward call (e.g. ``head_mask`` for head ablation).
+        """
         raise NotImplementedError
 
     def baselines(self) -> dict[str, float]:
@@ -211,20 +220,25 @@ class SequenceClassificationTask(Task):
                 torch.tensor(idx, dtype=torch.long),
             )
 
-    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor | None]:
         out = model(**batch.inputs)
         loss = cross_entropy(out.logits, batch.targets)
-        return loss if out.aux_loss is None else loss + out.aux_loss
+        return (loss, None) if out.aux_loss is None else (loss + out.aux_loss, out.aux_loss)
 
     @torch.no_grad()
     def evaluate(
-        self, model: nn.Module, split: str, batch_size: int, device: torch.device
+        self,
+        model: nn.Module,
+        split: str,
+        batch_size: int,
+        device: torch.device,
+        **model_kwargs: Any,
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
         correct, total, loss_sum = 0, 0, 0.0
         predictions: list[dict[str, Any]] = []
         for batch in self.batches(split, batch_size):
             batch = batch.to(device)
-            logits = model(**batch.inputs).logits.float()
+            logits = model(**batch.inputs, **model_kwargs).logits.float()
             loss_sum += float(cross_entropy(logits, batch.targets)) * len(batch.targets)
             pred = logits.argmax(dim=-1)
             correct += int((pred == batch.targets).sum())
