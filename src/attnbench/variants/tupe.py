@@ -1,0 +1,136 @@
+"""TUPE: Transformer with Untied Positional Encoding.
+
+Ke, He & Liu 2021, "Rethinking Positional Encoding in Language Pre-training" (ICLR).
+
+Positions are not added to the word embeddings. Word and position correlations are
+computed with separate projections and added, each scaled by 1/√(2d):
+
+    α_ij = (x_i W_Q)(x_j W_K)ᵀ / √(2d) + (p_i U_Q)(p_j U_K)ᵀ / √(2d) [+ b_{j−i}]
+
+The positional term does not depend on the content, so it is computed by one module
+shared by every layer of the stack (the paper shares it across layers); heads have
+their own U_Q, U_K slices. The [CLS] token (position 0) is untied from positions: its
+row (CLS → others, and CLS → CLS) is a learned θ₁ per head and its column (others →
+CLS) a learned θ₂ per head. TUPE-R adds T5's bucketed relative bias b_{j−i}.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from attnbench.attention import (
+    AttentionContext,
+    AttentionDims,
+    Capabilities,
+    MultiHeadAttention,
+    masked_softmax,
+    register_preset,
+    register_variant,
+)
+
+
+@dataclass
+class TupeOptions:
+    untie_cls: bool = True  # position 0 is [CLS]: give its row/column learned values θ₁, θ₂
+    relative: bool = False  # TUPE-R: add T5's bucketed relative position bias b_{j−i}
+    num_buckets: int = 32  # TUPE-R: relative position buckets
+    max_distance: int = 128  # TUPE-R: distances beyond this share the last bucket
+
+
+def relative_bucket(
+    rel: Tensor, bidirectional: bool, num_buckets: int, max_distance: int
+) -> Tensor:
+    """T5's bucketing of relative positions ``rel = j − i``: exact for small distances,
+    logarithmic up to ``max_distance``; with ``bidirectional`` half the buckets are for j > i."""
+    bucket = torch.zeros_like(rel)
+    if bidirectional:
+        num_buckets //= 2
+        bucket = bucket + (rel > 0).long() * num_buckets
+        distance = rel.abs()
+    else:
+        distance = (-rel).clamp_min(0)  # only j ≤ i can be attended
+    exact = num_buckets // 2
+    log_ratio = torch.log(distance.float().clamp_min(1) / exact) / math.log(max_distance / exact)
+    large = exact + (log_ratio * (num_buckets - exact)).long()
+    large = large.clamp_max(num_buckets - 1)
+    return bucket + torch.where(distance < exact, distance, large)
+
+
+class UntiedPositionalCorrelation(nn.Module):
+    """(p_i U_Q)(p_j U_K)ᵀ / √(2d) per head, with [CLS] untying and the TUPE-R bias."""
+
+    def __init__(self, dims: AttentionDims, options: TupeOptions) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = dims.n_heads, dims.head_dim
+        self.options = options
+        self.bidirectional = not dims.is_causal
+        self.p = nn.Embedding(dims.max_len, dims.d_model)
+        self.norm = nn.LayerNorm(dims.d_model)
+        self.u_q = nn.Linear(dims.d_model, dims.n_heads * dims.head_dim)
+        self.u_k = nn.Linear(dims.d_model, dims.n_heads * dims.head_dim)
+        self.theta = nn.Parameter(torch.zeros(2, dims.n_heads)) if options.untie_cls else None
+        self.rel_bias = (
+            nn.Embedding(options.num_buckets, dims.n_heads) if options.relative else None
+        )
+
+    def forward(self, pos_q: Tensor, pos_k: Tensor) -> Tensor:
+        """(H, T, S) positional scores for query positions ``pos_q`` and key positions ``pos_k``."""
+        h, dh = self.n_heads, self.head_dim
+        pq = self.u_q(self.norm(self.p(pos_q))).view(-1, h, dh).transpose(0, 1)  # (H, T, dh)
+        pk = self.u_k(self.norm(self.p(pos_k))).view(-1, h, dh).transpose(0, 1)  # (H, S, dh)
+        scores = pq @ pk.transpose(-2, -1) / math.sqrt(2 * dh)  # (H, T, S)
+        if self.theta is not None:
+            q_cls = (pos_q == 0)[None, :, None]  # (1, T, 1)
+            k_cls = (pos_k == 0)[None, None, :]  # (1, 1, S)
+            theta1 = self.theta[0][:, None, None]  # (H, 1, 1): [CLS] → everything
+            theta2 = self.theta[1][:, None, None]  # (H, 1, 1): others → [CLS]
+            scores = torch.where(q_cls, theta1, torch.where(k_cls, theta2, scores))
+        if self.rel_bias is not None:
+            rel = pos_k[None, :] - pos_q[:, None]  # (T, S): j − i
+            buckets = relative_bucket(
+                rel, self.bidirectional, self.options.num_buckets, self.options.max_distance
+            )
+            scores = scores + self.rel_bias(buckets).permute(2, 0, 1)  # (H, T, S)
+        return scores
+
+
+@register_variant(
+    "tupe", paper='Ke, He & Liu 2021, "Rethinking Positional Encoding in Language Pre-training"'
+)
+class Tupe(MultiHeadAttention):
+    """Untied word and position correlations; positions never added to the input."""
+
+    Options = TupeOptions
+    capabilities = Capabilities(
+        causal=True,
+        cross_attention=False,  # positions of two different sequences are not comparable
+        padding_mask=True,
+        positions="own",
+        time_complexity="O(n²·d)",
+        memory_complexity="O(n²)",
+    )
+
+    def __init__(self, dims: AttentionDims, options: TupeOptions | None = None) -> None:
+        super().__init__(dims, options)
+        key = f"tupe-positions-{self.options}"
+        if key not in dims.shared:  # the first layer builds it, the others reuse it
+            dims.shared[key] = UntiedPositionalCorrelation(dims, self.options)
+        self.positional = dims.shared[key]
+
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext
+    ) -> tuple[Tensor, Tensor | None]:
+        t, s = q.shape[-2], k.shape[-2]
+        pos_q = ctx.positions if ctx.positions is not None else torch.arange(t, device=q.device)
+        pos_k = torch.arange(s, device=q.device) + (pos_q[0] if s == t else 0)
+        content = q @ k.transpose(-2, -1) / math.sqrt(2 * q.shape[-1])  # (B, H, T, S)
+        scores = content + self.positional(pos_q, pos_k).to(content.dtype)[None]
+        probs = masked_softmax(scores, ctx.mask.allowed(t, s, q.device))
+        return self.attn_dropout(probs) @ v, probs
+
+
+register_preset("tupe-r", "tupe", relative=True, summary="TUPE with T5 relative position bias")
