@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -242,3 +243,25 @@ def test_fixed_length_variant_gets_batches_padded_to_max_len(prepared, tmp_path:
     finally:
         VARIANTS._entries.pop("fixedlen-test", None)
         VARIANTS._origins.pop("fixedlen-test", None)
+
+
+def test_attention_statistics_on_constructed_weights() -> None:
+    from attnbench.tasks.base import attention_statistics
+
+    w = torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])[None, None]  # (1,1,3,3)
+    allowed = torch.ones(1, 1, 3, 3, dtype=torch.bool)
+    allowed[..., 2, 2] = False  # one masked entry: not counted
+    stats = attention_statistics([w, w], allowed)
+    assert stats["available"] and len(stats["layers"]) == 2
+    assert stats["layers"][0]["sparsity"] == pytest.approx(3 / 8)
+    entropy_rows = [-2 * 0.5 * math.log(0.5), 0.0, -(0.2 * math.log(0.2) + 0.3 * math.log(0.3))]
+    assert stats["layers"][0]["entropy"] == pytest.approx(sum(entropy_rows) / 3)
+    assert attention_statistics([None], allowed)["available"] is False
+
+
+def test_record_carries_attention_statistics(prepared, tmp_path: Path) -> None:
+    profile, data = prepared
+    record = _train(profile, data, tmp_path / "r.json")
+    stats = record["attention"]
+    assert stats["available"] and len(stats["layers"]) == profile["model"]["n_layers"]
+    assert 0 < stats["layers"][0]["entropy"] <= math.log(25)

@@ -138,6 +138,39 @@ class Task:
         """Trivial baselines on the test split (e.g. majority class), for the leaderboard."""
         return {}
 
+    def analysis_batch(self, size: int = 64) -> Batch | None:
+        """A fixed batch (the first ``size`` validation examples) for attention analysis."""
+        return None
+
+
+def attention_statistics(weights: list[Tensor | None], allowed: Tensor) -> dict[str, Any]:
+    """Per-layer sparsity (share of exact zeros) and entropy (nats) of attention weights.
+
+    ``weights``: per layer (B, H, T, S) or None; ``allowed``: (B, 1, T, S) bool, the
+    (query, key) pairs that are not masked. Only allowed entries of real queries count.
+    """
+    if not weights or any(w is None for w in weights):
+        return {"available": False, "reason": "the variant does not return attention weights"}
+    layers = []
+    for w in weights:
+        assert w is not None
+        mask = allowed.expand_as(w)
+        p = w.float()
+        zeros = ((p == 0) & mask).sum() / mask.sum().clamp_min(1)
+        rows = mask.any(dim=-1)  # (B, H, T) queries with at least one allowed key
+        entropy = -(p.clamp_min(1e-30).log() * p).masked_fill(~mask, 0).sum(-1)
+        layers.append(
+            {
+                "sparsity": float(zeros),
+                "entropy": float(entropy[rows].mean()),
+                "per_head_sparsity": [
+                    float(((p[:, h] == 0) & mask[:, h]).sum() / mask[:, h].sum().clamp_min(1))
+                    for h in range(p.shape[1])
+                ],
+            }
+        )
+    return {"available": True, "layers": layers}
+
 
 TASKS: Registry[type[Task]] = Registry(
     "task", "attnbench.tasks", "attnbench.tasks", "ATTNBENCH_TASK_PATH"
@@ -249,6 +282,9 @@ class SequenceClassificationTask(Task):
             ):
                 predictions.append({"index": i, "prediction": p, "target": t})
         return {"accuracy": correct / total, "loss": loss_sum / total}, predictions
+
+    def analysis_batch(self, size: int = 64) -> Batch | None:
+        return next(self.batches("val", size))
 
     def baselines(self) -> dict[str, float]:
         train_labels = [label for _, label in self.splits["train"]]
