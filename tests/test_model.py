@@ -254,6 +254,7 @@ def test_encoder_decoder_decoder_is_causal(name: str) -> None:
 def test_encoder_decoder_ignores_padded_source(name: str) -> None:
     spec = get_variant(name)
     need(spec, "padding_mask")
+    need(spec, "causal")  # the decoder self-attention is causal
     torch.manual_seed(0)
     n_src, n_tgt = seq_len(spec, 10), seq_len(spec, 6)
     model = EncoderDecoder(VOCAB, small_cfg(), spec, cross_variant(spec)).eval()

@@ -201,22 +201,28 @@ class MultiHeadAttention(Attention):
         )
 
     def project_out(self, out: Tensor, head_mask: Tensor | None) -> Tensor:
-        """Merge heads and apply W_O; ``head_mask`` (H,) scales each head's contribution.
-
-        MultiHead = Σ_h ξ_h · head_h W_O^h (Michel et al. 2019). W_O's bias is shared by the
-        heads, so it is dropped when every head is masked: the sublayer then adds nothing
-        and only the residual path remains.
-        """
-        if head_mask is None:
-            return self.out_proj(self.merge_heads(out))
-        mask = head_mask.to(out.dtype)
-        merged = self.merge_heads(out * mask[None, :, None, None])  # (B, T, H·dh)
-        return self.out_proj(merged) - self.out_proj.bias * (1 - mask.max())
+        """(B, H, T, dh) per-head outputs → (B, T, d_model), honouring the head mask."""
+        return project_heads(out, self.out_proj, head_mask)
 
     def attend(
         self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext
     ) -> tuple[Tensor, Tensor | None]:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+def project_heads(out: Tensor, out_proj: nn.Linear, head_mask: Tensor | None) -> Tensor:
+    """Merge heads (B, H, T, dh) → (B, T, H·dh) and apply W_O, with head gates ξ_h.
+
+    MultiHead = Σ_h ξ_h · head_h W_O^h (Michel et al. 2019). W_O's bias is shared by the
+    heads, so it is dropped when every head is gated off: the sublayer then adds nothing
+    and only the residual path remains. Every variant routes its output through here.
+    """
+    b, h, t, dh = out.shape
+    if head_mask is None:
+        return out_proj(out.transpose(1, 2).reshape(b, t, h * dh))
+    mask = head_mask.to(out.dtype)
+    merged = (out * mask[None, :, None, None]).transpose(1, 2).reshape(b, t, h * dh)
+    return out_proj(merged) - out_proj.bias * (1 - mask.max())
 
 
 def masked_softmax(scores: Tensor, allowed: Tensor | None) -> Tensor:
