@@ -39,12 +39,15 @@ class DropIn(MultiHeadAttention):
 
 
 def tiny_profile(out_dir: Path, seeds: list[int] | None = None) -> dict:
+    """Every variant but vanilla excluded by name, so a newly dropped-in one is still run."""
+    from attnbench.attention import variant_names
+
     return {
         "profile": "tiny",
         "output_dir": str(out_dir),
         "seeds": seeds or [0],
         "threads": 1,
-        "variants": {"include": "all"},
+        "variants": {"include": "all", "exclude": [v for v in variant_names() if v != "vanilla"]},
         "model": {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32},
         "train": {"steps": 4, "batch_size": 8, "eval_every": 2, "warmup_steps": 1},
         "tasks": {
