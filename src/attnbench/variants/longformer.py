@@ -1,0 +1,145 @@
+"""Longformer: sliding-window attention plus a few global tokens.
+
+Beltagy, Peters & Cohan 2020, "Longformer: The Long-Document Transformer". With
+window w on each side (the paper's window size is 2w) and a set G of global positions
+(default: the first token, [CLS])::
+
+    A_i = { j : |i − j| ≤ w } ∪ G          for i ∉ G   (local tokens see the window + globals)
+    A_i = { all j }                         for i ∈ G   (global tokens see everything)
+    o_i = softmax_{j ∈ A_i}(q_i·k_j / √d) V
+
+Global attention is symmetric: every token attends to the global tokens and the global
+tokens attend to every token. With ``separate_global`` (the paper's §3.1) the global
+rows use their own projections Q_g, K_g, V_g::
+
+    o_i = softmax_j(Q_g x_i · K_g x_j / √d) V_g x      for i ∈ G
+
+initialised as copies of Q, K, V; the window and the columns of global keys seen by
+local tokens use Q, K, V. Causal use keeps j ≤ i everywhere (the window looks left).
+The paper's dilated windows are not implemented.
+
+Cost (:mod:`attnbench.blocksparse`): window as a block part (keys that are global
+are left to the global columns, so none is counted twice), global keys as g columns,
+global rows as g dense rows: time O(n·(w + g)·d), memory O(n·(w + g)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from attnbench.attention import (
+    AttentionContext,
+    AttentionDims,
+    AttentionOutput,
+    Capabilities,
+    MultiHeadAttention,
+    register_preset,
+    register_variant,
+)
+from attnbench.blocksparse import (
+    BlockPart,
+    ColumnPart,
+    SparsePattern,
+    sparse_attention,
+    window_layout,
+)
+
+
+@dataclass
+class LongformerOptions:
+    window: int = 16  # w: keys attended on each side (causal: to the left)
+    global_positions: tuple[int, ...] = field(default=(0,))  # global tokens; (0,) = [CLS]
+    separate_global: bool = True  # Q_g, K_g, V_g for the global rows (paper §3.1)
+
+    def __post_init__(self) -> None:
+        self.global_positions = tuple(sorted({int(p) for p in self.global_positions}))
+        if self.window < 0:
+            raise ValueError(f"window must be ≥ 0, got {self.window}")
+        if any(p < 0 for p in self.global_positions):
+            raise ValueError(f"global_positions must be ≥ 0, got {self.global_positions}")
+
+
+def longformer_pattern(
+    length: int, window: int, global_positions: tuple[int, ...], device: torch.device | None
+) -> SparsePattern:
+    """Window block part (global keys excluded) + global key columns + global rows."""
+    block = max(1, min(window, length))
+    reach = math.ceil(window / block)
+    layout = window_layout(math.ceil(length / block), range(-reach, reach + 1), device)
+    glob = torch.tensor([p for p in global_positions if p < length], dtype=torch.long)
+    glob = glob.to(device)
+    is_global = torch.zeros(length, dtype=torch.bool, device=device)
+    is_global[glob] = True
+
+    def window_of_locals(q: Tensor, k: Tensor) -> Tensor:
+        return ((q - k).abs() <= window) & ~is_global[k.clamp(max=length - 1)]
+
+    parts = [BlockPart(block, layout, predicate=window_of_locals), ColumnPart(glob)]
+    return SparsePattern(parts, global_queries=glob)
+
+
+@register_variant(
+    "longformer",
+    paper='Beltagy, Peters & Cohan 2020, "Longformer: The Long-Document Transformer"',
+    summary="sliding window + global tokens",
+)
+class LongformerAttention(MultiHeadAttention):
+    """Sliding-window attention with symmetric global attention on chosen positions."""
+
+    Options = LongformerOptions
+    capabilities = Capabilities(
+        causal=True,
+        cross_attention=False,
+        padding_mask=True,
+        time_complexity="O(n·(w + g)·d)",
+        memory_complexity="O(n·(w + g))",
+    )
+
+    def __init__(self, dims: AttentionDims, options: LongformerOptions | None = None) -> None:
+        super().__init__(dims, options)
+        self.global_proj: nn.ModuleDict | None = None
+        if self.options.separate_global:
+            self.global_proj = nn.ModuleDict(
+                {name: nn.Linear(dims.d_model, dims.n_heads * dims.head_dim) for name in "qkv"}
+            )
+            for name, local in zip("qkv", (self.q_proj, self.k_proj, self.v_proj), strict=True):
+                self.global_proj[name].load_state_dict(local.state_dict())
+
+    def forward(self, x: Tensor, source: Tensor | None, ctx: AttentionContext) -> AttentionOutput:
+        if source is not None:
+            raise ValueError("longformer is self-attention only (cross_attention=False)")
+        opts: LongformerOptions = self.options
+        length = x.shape[1]
+        pattern = longformer_pattern(length, opts.window, opts.global_positions, x.device)
+        q = self.split_heads(self.q_proj(x))  # (B, H, T, dh)
+        k = self.split_heads(self.k_proj(x))
+        v = self.split_heads(self.v_proj(x))
+        global_qkv = None
+        if self.global_proj is not None and pattern.global_queries is not None:
+            glob = pattern.global_queries
+            global_qkv = (
+                self.split_heads(self.global_proj["q"](x[:, glob])),  # (B, H, g, dh)
+                self.split_heads(self.global_proj["k"](x)),  # (B, H, T, dh)
+                self.split_heads(self.global_proj["v"](x)),
+            )
+        out, weights = sparse_attention(
+            q,
+            k,
+            v,
+            pattern,
+            ctx.mask,
+            dropout_p=self.attn_dropout.p if self.training else 0.0,
+            need_weights=ctx.need_weights,
+            global_qkv=global_qkv,
+        )  # (B, H, T, dh), (B, H, T, T) | None
+        return AttentionOutput(
+            out=self.project_out(out, ctx.head_mask),
+            weights=weights if ctx.need_weights else None,
+        )
+
+
+register_preset("longformer-32", "longformer", window=32)

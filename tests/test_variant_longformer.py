@@ -1,0 +1,181 @@
+"""Longformer: sliding window plus symmetric global attention, with the paper's separate
+global projections, against a reference written out independently with SDPA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnbench.attention import AttentionContext, AttentionDims, AttentionMask, get_variant
+from attnbench.variants.longformer import LongformerAttention
+
+B, D, H = 2, 16, 4
+DH = D // H
+ATOL = 1e-10  # float64
+W = 2  # window on each side
+GLOBAL = (0, 9)
+
+
+def build(seed: int = 0, **options) -> LongformerAttention:
+    torch.manual_seed(seed)
+    dims = AttentionDims(d_model=D, n_heads=H, head_dim=DH, max_len=64)
+    options = {"window": W, "global_positions": GLOBAL, **options}
+    attn = get_variant("longformer").build(dims, options)
+    assert isinstance(attn, LongformerAttention)
+    return attn.double().eval()
+
+
+def inputs(t: int, seed: int = 1) -> Tensor:
+    return torch.randn(B, t, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def padding(lengths: list[int], total: int) -> Tensor:
+    return torch.arange(total)[None, :] < torch.tensor(lengths)[:, None]
+
+
+def expected_mask(t: int, causal: bool, glob: tuple[int, ...] = GLOBAL) -> Tensor:
+    """(T, T): window + global columns for every row; global rows see everything."""
+    allowed = torch.zeros(t, t, dtype=torch.bool)
+    for i in range(t):
+        for j in range(t):
+            allowed[i, j] = i in glob or j in glob or abs(i - j) <= W
+    return allowed.tril() if causal else allowed
+
+
+def reference(attn: LongformerAttention, x: Tensor, causal: bool, pad: Tensor) -> Tensor:
+    """Local rows: SDPA with (window ∪ global columns) and Q, K, V. Global rows: SDPA over
+    every key with Q_g, K_g, V_g (or Q, K, V without separate projections)."""
+    t = x.shape[1]
+
+    def heads(y: Tensor) -> Tensor:
+        return y.view(B, -1, H, DH).transpose(1, 2)
+
+    full = torch.ones(t, t, dtype=torch.bool)
+    full = full.tril() if causal else full
+    local_mask = expected_mask(t, causal)[None, None] & pad[:, None, None, :]
+    global_mask = full[None, None] & pad[:, None, None, :]
+    q, k, v = heads(attn.q_proj(x)), heads(attn.k_proj(x)), heads(attn.v_proj(x))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=local_mask)
+    proj = attn.global_proj
+    if proj is not None:
+        q, k, v = heads(proj["q"](x)), heads(proj["k"](x)), heads(proj["v"](x))
+    rows = F.scaled_dot_product_attention(q, k, v, attn_mask=global_mask)
+    glob = torch.tensor(GLOBAL)
+    out[:, :, glob] = rows[:, :, glob]
+    return attn.out_proj(out.transpose(1, 2).reshape(B, t, D))
+
+
+def perturb_global_projections(attn: LongformerAttention) -> None:
+    assert attn.global_proj is not None
+    with torch.no_grad():
+        for p in attn.global_proj.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_weights_follow_window_plus_global_pattern(causal: bool) -> None:
+    t = 20
+    attn = build()
+    ctx = AttentionContext(mask=AttentionMask(causal=causal), need_weights=True)
+    with torch.no_grad():
+        weights = attn(inputs(t), None, ctx).weights
+    assert weights is not None and weights.shape == (B, H, t, t)
+    assert torch.equal(weights > 0, expected_mask(t, causal).expand(B, H, t, t))
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B, H, t, dtype=torch.float64))
+    # spelled out: global rows and columns are full, a local row is window + globals
+    visible = (weights > 0)[0, 0]
+    if not causal:
+        assert visible[list(GLOBAL)].all() and visible[:, list(GLOBAL)].all()
+    assert set(torch.nonzero(visible[15]).flatten().tolist()) == (
+        {0, 9, 13, 14, 15} if causal else {0, 9, 13, 14, 15, 16, 17}
+    )
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_matches_reference_with_separate_global_projections(causal: bool) -> None:
+    t = 19
+    attn = build()
+    perturb_global_projections(attn)
+    x, pad = inputs(t), padding([t, 12], t)
+    with torch.no_grad():
+        got = attn(x, None, AttentionContext(mask=AttentionMask(causal, pad))).out
+        want = reference(attn, x, causal, pad)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+
+
+def test_global_projections_start_as_copies_and_matter_once_trained() -> None:
+    attn = build()
+    assert attn.global_proj is not None
+    for name, local in zip("qkv", (attn.q_proj, attn.k_proj, attn.v_proj), strict=True):
+        assert torch.equal(attn.global_proj[name].weight, local.weight)
+        assert attn.global_proj[name].weight is not local.weight  # separate parameters
+    assert "global_proj.q.weight" in attn.state_dict()
+    x = inputs(16)
+    with torch.no_grad():
+        before = attn(x, None, AttentionContext()).out
+        perturb_global_projections(attn)
+        after = attn(x, None, AttentionContext()).out
+    changed = (after - before).abs().amax(dim=(0, 2)) > 1e-6
+    # global rows use them; local rows do not (they read global keys through K and V)
+    assert torch.equal(changed, torch.isin(torch.arange(16), torch.tensor(GLOBAL)))
+
+
+def test_without_separate_projections_matches_sdpa_with_the_dense_mask() -> None:
+    t = 17
+    attn = build(separate_global=False)
+    assert attn.global_proj is None
+    x, pad = inputs(t), padding([t, 11], t)
+    with torch.no_grad():
+        got = attn(x, None, AttentionContext(mask=AttentionMask(key_padding=pad))).out
+        want = reference(attn, x, False, pad)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+
+
+def test_global_token_reads_and_is_read_by_far_tokens() -> None:
+    t, far = 24, 20
+    attn = build(global_positions=(0,))
+    x = inputs(t)
+    with torch.no_grad():
+        base = attn(x, None, AttentionContext()).out
+        moved_far = x.clone()
+        moved_far[:, far] += 3.0
+        out_far = attn(moved_far, None, AttentionContext()).out
+        moved_global = x.clone()
+        moved_global[:, 0] += 3.0
+        out_global = attn(moved_global, None, AttentionContext()).out
+    delta_far = (out_far - base).abs().amax(dim=(0, 2))
+    delta_global = (out_global - base).abs().amax(dim=(0, 2))
+    assert delta_far[0] > 1e-6  # the global token attends to the far token
+    assert (delta_far[1 : far - W] == 0).all()  # local tokens outside its window do not
+    assert (delta_global > 1e-6).all()  # every token attends to the global token
+
+
+def test_global_positions_option() -> None:
+    opts = get_variant("longformer").options({"global_positions": [5, 0, 5]})
+    assert opts.global_positions == (0, 5)
+    assert get_variant("longformer").options().global_positions == (0,)
+    with pytest.raises(ValueError, match="global_positions"):
+        get_variant("longformer").options({"global_positions": [-1]})
+    # positions past the input are ignored: no global token at all here
+    attn = build(global_positions=(40,))
+    ctx = AttentionContext(mask=AttentionMask(), need_weights=True)
+    with torch.no_grad():
+        weights = attn(inputs(10), None, ctx).weights
+    assert weights is not None
+    i, j = torch.arange(10)[:, None], torch.arange(10)[None, :]
+    assert torch.equal(weights[0, 0] > 0, (i - j).abs() <= W)
+
+
+def test_rejects_cross_attention_and_honours_head_mask() -> None:
+    attn = build()
+    with pytest.raises(ValueError, match="self-attention"):
+        attn(inputs(6), inputs(6, seed=2), AttentionContext())
+    x = inputs(12)
+    head_mask = torch.tensor([1.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    with torch.no_grad():
+        masked = attn(x, None, AttentionContext(head_mask=head_mask)).out
+        zero_all = attn(x, None, AttentionContext(head_mask=torch.zeros(H).double())).out
+    assert torch.equal(zero_all, torch.zeros_like(zero_all))  # only the residual path remains
+    assert not torch.allclose(masked, zero_all)
