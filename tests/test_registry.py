@@ -360,3 +360,14 @@ def test_check_support_all_ok() -> None:
     )
     assert check_support(Capabilities(), req) is None
     assert check_support(get_variant("vanilla").capabilities, req) is None
+
+
+def test_no_two_registered_names_run_the_same_setting() -> None:
+    """A preset that repeats another name's class and options would run twice for nothing."""
+    from attnbench.attention import VARIANTS
+
+    seen: dict[tuple, str] = {}
+    for name, spec in VARIANTS.items():
+        key = (spec.cls, repr(sorted(spec.resolved_options().items())))
+        assert key not in seen, f"{name!r} repeats {seen[key]!r}"
+        seen[key] = name

@@ -186,7 +186,7 @@ def test_memory_is_order_n_times_w() -> None:
 
 
 def test_presets_and_options() -> None:
-    assert get_variant("local-16").options().window == 16
+    assert get_variant("local").options().window == 16
     assert get_variant("local-32").options().window == 32
     blocked_opts = get_variant("local-blocked-32").options()
     assert blocked_opts.blocked and blocked_opts.window == 32

@@ -311,7 +311,7 @@ def test_no_quadratic_tensor_is_saved_for_backward(causal: bool) -> None:
 
 
 def test_presets() -> None:
-    assert get_variant("performer-64").options().n_features == 64
+    assert get_variant("performer").options().n_features == 64
     assert get_variant("performer-256").options().n_features == 256
     caps = get_variant("performer").capabilities
     assert caps.causal and caps.cross_attention and caps.padding_mask

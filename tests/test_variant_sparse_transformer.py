@@ -28,7 +28,7 @@ def build(layer_index: int = 0, n_heads: int = H, **options) -> MultiHeadAttenti
     dims = AttentionDims(
         d_model=D, n_heads=n_heads, head_dim=D // n_heads, max_len=64, layer_index=layer_index
     )
-    attn = get_variant("sparse-transformer").build(dims, options)
+    attn = get_variant("sparse-strided").build(dims, options)
     assert isinstance(attn, MultiHeadAttention)
     return attn.double().eval()
 
@@ -158,7 +158,7 @@ def test_presets_and_options() -> None:
     assert fixed.c <= fixed.stride
     for bad in ({"pattern": "axial"}, {"combine": "sum"}, {"c": 0}, {"stride": 4, "c": 5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            get_variant("sparse-transformer").options(bad)
+            get_variant("sparse-strided").options(bad)
     with pytest.raises(ValueError, match="2 heads"):
         build(n_heads=1, combine="heads")
     build(n_heads=1, combine="merged")  # fine with one head

@@ -267,7 +267,7 @@ def test_presets_and_capabilities() -> None:
     dam = get_variant("sparsebert-dam").options()
     assert diag.drop_diagonal and not diag.learn_mask
     assert dam.learn_mask and not dam.drop_diagonal
-    caps = get_variant("sparsebert").capabilities
+    caps = get_variant("sparsebert-dam").capabilities
     assert caps.causal and caps.padding_mask and not caps.cross_attention
     with pytest.raises(ValueError, match="temperature"):
-        get_variant("sparsebert").options({"temperature": 0.0})
+        get_variant("sparsebert-dam").options({"temperature": 0.0})

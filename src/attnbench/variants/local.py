@@ -85,6 +85,5 @@ class LocalAttention(BlockSparseAttention):
         return local_pattern(length, opts.window, causal, opts.blocked, device)
 
 
-register_preset("local-16", "local", window=16)
 register_preset("local-32", "local", window=32)
 register_preset("local-blocked-32", "local", window=32, blocked=True)

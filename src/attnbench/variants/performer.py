@@ -253,5 +253,4 @@ class Performer(MultiHeadAttention):
         return _safe_divide(kernel, kernel.sum(dim=-1, keepdim=True))
 
 
-register_preset("performer-64", "performer", n_features=64, summary="FAVOR+, m = 64 features")
 register_preset("performer-256", "performer", n_features=256, summary="FAVOR+, m = 256 features")

@@ -192,5 +192,4 @@ class Sinkhorn(MultiHeadAttention):
         return dense.reshape(bsz, h, nb * bl, nb * bl)[:, :, :t, :t]
 
 
-register_preset("sinkhorn-16", "sinkhorn", block=16, summary="Sinkhorn attention, blocks of 16")
 register_preset("sinkhorn-32", "sinkhorn", block=32, summary="Sinkhorn attention, blocks of 32")

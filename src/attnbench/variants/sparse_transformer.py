@@ -136,7 +136,7 @@ def sparse_transformer_pattern(
 
 
 @register_variant(
-    "sparse-transformer",
+    "sparse-strided",
     paper='Child et al. 2019, "Generating Long Sequences with Sparse Transformers"',
     summary="factorized strided / fixed sparse attention",
 )
@@ -163,5 +163,4 @@ class SparseTransformerAttention(BlockSparseAttention):
         )
 
 
-register_preset("sparse-strided", "sparse-transformer", pattern="strided", stride=16)
-register_preset("sparse-fixed", "sparse-transformer", pattern="fixed", stride=16, c=4)
+register_preset("sparse-fixed", "sparse-strided", pattern="fixed", stride=16, c=4)

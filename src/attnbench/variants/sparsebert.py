@@ -82,7 +82,7 @@ class SparseBertOptions:
 
 
 @register_variant(
-    "sparsebert",
+    "sparsebert-dam",
     paper=('Shi et al. 2021, "SparseBERT: Rethinking the Importance Analysis in Self-attention"'),
     summary="softmax attention under a learned (DAM) or diagonal-free mask",
 )
@@ -153,15 +153,8 @@ class SparseBert(MultiHeadAttention):
 
 register_preset(
     "sparsebert-diag",
-    "sparsebert",
+    "sparsebert-dam",
     learn_mask=False,
     drop_diagonal=True,
     summary="softmax attention with the diagonal removed (M = 1 − I)",
-)
-register_preset(
-    "sparsebert-dam",
-    "sparsebert",
-    learn_mask=True,
-    drop_diagonal=False,
-    summary="softmax attention under a learned mask (DAM, Gumbel-sigmoid, λ·Σσ(α))",
 )
