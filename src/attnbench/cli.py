@@ -57,6 +57,23 @@ def cmd_variants(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     yes = {True: "yes", False: "no"}
+    if args.markdown:
+        print("| variant | paper | causal | cross | pad mask | positions | time | memory |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            c = r["capabilities"]
+            cells = (
+                f"`{r['name']}`",
+                r["paper"].replace("|", "\\|"),
+                yes[c["causal"]],
+                yes[c["cross_attention"]],
+                yes[c["padding_mask"]],
+                c["positions"] + (", recurrent" if c["recurrent"] else ""),
+                c["time_complexity"],
+                c["memory_complexity"],
+            )
+            print("| " + " | ".join(cells) + " |")
+        return 0
     header = (
         "variant",
         "causal",
@@ -234,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("variants", help="list registered attention variants and their capabilities")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--markdown", action="store_true", help="a Markdown table (as in the README)")
     p.set_defaults(func=cmd_variants)
 
     p = sub.add_parser("tasks", help="list registered tasks")
