@@ -82,8 +82,13 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.
         cwd=workdir,
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
-        timeout=600,
+        # the rules call `attnbench`: make sure this interpreter's scripts are found first
+        env={
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            **(env or {}),
+        },
+        timeout=3600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
