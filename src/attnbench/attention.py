@@ -296,15 +296,24 @@ def register_variant(name: str, *, paper: str, summary: str = "", **defaults: An
     return wrap
 
 
-def register_preset(name: str, base: str, *, summary: str = "", **values: Any) -> VariantSpec:
-    """Register a named setting of an already-registered variant, e.g. ``topk-8``."""
+def register_preset(
+    name: str, base: str, *, summary: str = "", paper: str = "", **values: Any
+) -> VariantSpec:
+    """Register a named setting of an already-registered variant, e.g. ``topk-8``.
+
+    ``paper`` overrides the base's citation when the setting comes from another paper.
+    """
     origin = caller_origin()
     try:
         parent = VARIANTS._entries[base]  # no discovery: the base sits in the same module
     except KeyError:
         raise RegistryError(f"preset {name!r}: base variant {base!r} is not registered") from None
     spec = VariantSpec(
-        name, parent.cls, parent.paper, summary or parent.summary, {**parent.defaults, **values}
+        name,
+        parent.cls,
+        paper or parent.paper,
+        summary or parent.summary,
+        {**parent.defaults, **values},
     )
     spec.options()
     return VARIANTS.add(name, spec, origin)

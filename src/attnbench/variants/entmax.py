@@ -183,4 +183,5 @@ register_preset(
     alpha=1.5,
     learn_alpha=True,
     summary="α-entmax attention with α learned per head (Correia et al. 2019)",
+    paper='Correia, Niculae & Martins 2019, "Adaptively Sparse Transformers"',
 )
