@@ -10,42 +10,25 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from attn_cases import Cases, padding
 from torch import Tensor
 
 from attnbench.attention import (
     AttentionContext,
-    AttentionDims,
     AttentionMask,
     MultiHeadAttention,
     get_variant,
 )
 from attnbench.variants.distance import DistanceAttention
 
-B, T, D, H = 3, 9, 16, 4
-DH = D // H
+C = Cases(T=9)
+B, T, S, D, H, DH = C.B, C.T, C.S, C.D, C.H, C.DH
+inputs, heads = C.inputs, C.heads
 ALPHAS = torch.tensor([0.0, 0.1, 0.5, 2.0], dtype=torch.float64)  # one per head
 
 
-def build(name: str = "distance", seed: int = 0, **overrides) -> MultiHeadAttention:
-    torch.manual_seed(seed)
-    dims = AttentionDims(d_model=D, n_heads=H, head_dim=DH, max_len=32, dropout=0.0)
-    attn = get_variant(name).build(dims, overrides or None)
-    assert isinstance(attn, MultiHeadAttention)
-    return attn.double().eval()
-
-
-def inputs(length: int = T, seed: int = 1) -> Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(B, length, D, generator=gen, dtype=torch.float64)
-
-
-def padding(lengths: list[int], total: int) -> Tensor:
-    return torch.arange(total)[None, :] < torch.tensor(lengths)[:, None]
-
-
-def heads(t: Tensor) -> Tensor:
-    b, n, _ = t.shape
-    return t.view(b, n, H, DH).transpose(1, 2)  # (B, H, n, dh)
+def build(name: str = "distance", seed: int = 0, **overrides):
+    return C.build(name, seed, **overrides)
 
 
 def sdpa_reference(

@@ -14,58 +14,29 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from attn_cases import Cases, padding
 from entmax import entmax15, entmax_bisect, sparsemax
 from torch import Tensor
 
 from attnbench.attention import (
     AttentionContext,
-    AttentionDims,
     AttentionMask,
     get_variant,
 )
 from attnbench.variants.entmax import Entmax, entmax_masked
 
-B, T, S, D, H = 3, 7, 5, 16, 4
-DH = D // H
+C = Cases(scale=3.0)  # scores spread, so the mappings are sparse
+B, T, S, D, H, DH = C.B, C.T, C.S, C.D, C.H, C.DH
+build, inputs, heads = C.build, C.inputs, C.heads
 NAMES = ["entmax15", "sparsemax", "entmax-alpha"]
 
 
-def build(name: str, seed: int = 0, **overrides) -> Entmax:
-    torch.manual_seed(seed)
-    dims = AttentionDims(d_model=D, n_heads=H, head_dim=DH, max_len=32, dropout=0.0)
-    attn = get_variant(name).build(dims, overrides or None)
-    assert isinstance(attn, Entmax)
-    return attn.double().eval()
-
-
-def inputs(length: int = T, seed: int = 1, scale: float = 3.0) -> Tensor:
-    """Inputs scaled up so that the scores spread and the mappings are sparse."""
-    gen = torch.Generator().manual_seed(seed)
-    return scale * torch.randn(B, length, D, generator=gen, dtype=torch.float64)
-
-
-def padding(lengths: list[int], total: int) -> Tensor:
-    return torch.arange(total)[None, :] < torch.tensor(lengths)[:, None]
-
-
-def heads(t: Tensor) -> Tensor:
-    b, n, _ = t.shape
-    return t.view(b, n, H, DH).transpose(1, 2)  # (B, H, n, dh)
-
-
 def case_setup(case: str) -> tuple[Tensor, Tensor | None, AttentionMask, Tensor]:
-    """(x, source, the module's mask, the dense allowed mask (B, 1|H, T, S) built here)."""
-    x = inputs()
-    if case == "none":
-        return x, None, AttentionMask(), torch.ones(1, 1, T, T, dtype=torch.bool)
-    if case == "causal+padding":
-        pad = padding([T, 4, 0], T)  # the last sequence is all padding: empty rows
-        allowed = torch.ones(T, T, dtype=torch.bool).tril()[None, None] & pad[:, None, None, :]
-        return x, None, AttentionMask(causal=True, key_padding=pad), allowed
-    assert case == "cross+padding"
-    source = inputs(S, seed=2)
-    pad = padding([S, 2, 3], S)
-    return x, source, AttentionMask(key_padding=pad), pad[:, None, None, :].expand(B, 1, T, S)
+    """C.case_setup, with the cross-attention mask expanded to (B, 1, T, S)."""
+    x, source, mask, allowed = C.case_setup(case)
+    if case == "cross+padding":
+        allowed = allowed.expand(B, 1, T, S)
+    return x, source, mask, allowed
 
 
 def package_weights(attn: Entmax, name: str, scores: Tensor, allowed: Tensor) -> Tensor:

@@ -12,59 +12,25 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from attn_cases import Cases
 from torch import Tensor
 
 from attnbench.attention import (
     AttentionContext,
-    AttentionDims,
     AttentionMask,
     MultiHeadAttention,
     get_variant,
 )
 from attnbench.variants.talking_heads import TalkingHeads
 
-B, T, S, D, H = 3, 7, 5, 16, 4
-DH = D // H
+C = Cases()
+B, T, S, D, H, DH = C.B, C.T, C.S, C.D, C.H, C.DH
+inputs, heads, case_setup = C.inputs, C.heads, C.case_setup
 CASES = ["none", "causal", "causal+padding", "cross+padding"]
 
 
-def build(name: str = "talking-heads", seed: int = 0, **overrides) -> MultiHeadAttention:
-    torch.manual_seed(seed)
-    dims = AttentionDims(d_model=D, n_heads=H, head_dim=DH, max_len=32, dropout=0.0)
-    attn = get_variant(name).build(dims, overrides or None)
-    assert isinstance(attn, MultiHeadAttention)
-    return attn.double().eval()
-
-
-def inputs(length: int = T, seed: int = 1) -> Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(B, length, D, generator=gen, dtype=torch.float64)
-
-
-def padding(lengths: list[int], total: int) -> Tensor:
-    return torch.arange(total)[None, :] < torch.tensor(lengths)[:, None]
-
-
-def heads(t: Tensor) -> Tensor:
-    b, n, _ = t.shape
-    return t.view(b, n, H, DH).transpose(1, 2)  # (B, H, n, dh)
-
-
-def case_setup(case: str) -> tuple[Tensor, Tensor | None, AttentionMask, Tensor]:
-    """(x, source, the module's mask, the dense allowed mask (B|1, 1, T, S) built here)."""
-    x = inputs()
-    if case == "none":
-        return x, None, AttentionMask(), torch.ones(1, 1, T, T, dtype=torch.bool)
-    causal = torch.ones(T, T, dtype=torch.bool).tril()[None, None]
-    if case == "causal":
-        return x, None, AttentionMask(causal=True), causal
-    if case == "causal+padding":
-        pad = padding([T, 4, 0], T)
-        return x, None, AttentionMask(causal=True, key_padding=pad), causal & pad[:, None, None]
-    assert case == "cross+padding"
-    source = inputs(S, seed=2)
-    pad = padding([S, 2, 3], S)
-    return x, source, AttentionMask(key_padding=pad), pad[:, None, None, :]
+def build(name: str = "talking-heads", seed: int = 0, **overrides):
+    return C.build(name, seed, **overrides)
 
 
 def reference(

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from attnbench.attention import AttentionContext, AttentionDims, AttentionMask, get_variant
 from attnbench.model import LanguageModel, ModelConfig
 from attnbench.variants.transformer_xl import relative_shift
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """float64 inside this module's tests only (a module-level setting would leak)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
 DIMS = AttentionDims(d_model=16, n_heads=2, head_dim=8, max_len=64, is_causal=True)
 
 

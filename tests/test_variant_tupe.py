@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from attnbench.attention import AttentionContext, AttentionDims, AttentionMask, get_variant
 from attnbench.model import ModelConfig, SequenceClassifier, count_parameters
 from attnbench.variants.tupe import relative_bucket
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """float64 inside this module's tests only (a module-level setting would leak)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
 DIMS = AttentionDims(d_model=16, n_heads=2, head_dim=8, max_len=32)
 
 
