@@ -7,10 +7,12 @@ they can serve as references.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 from attnbench.attention import Attention, AttentionDims, AttentionMask, get_variant
 
@@ -71,3 +73,19 @@ class Cases:
         source = self.inputs(self.S, seed=2)
         pad = padding(self.cross_lengths, self.S)
         return x, source, AttentionMask(key_padding=pad), pad[:, None, None, :]
+
+
+class LargestTensor(TorchFunctionMode):
+    """Records the element count of the largest tensor any torch call returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_function__(self, func: Callable, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        items = result if isinstance(result, tuple | list) else (result,)
+        for item in items:
+            if isinstance(item, Tensor):
+                self.largest = max(self.largest, item.numel())
+        return result

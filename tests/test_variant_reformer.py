@@ -8,12 +8,10 @@ target", then an ordinary softmax. Everything that must match exactly runs in fl
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import torch
+from attn_cases import LargestTensor
 from torch import Tensor
-from torch.overrides import TorchFunctionMode
 
 from attnbench.attention import (
     AttentionContext,
@@ -266,22 +264,6 @@ def test_sorting_leaks_the_future_so_causal_is_not_declared() -> None:
 # ---------------------------------------------------------------------------------------
 # Efficiency
 # ---------------------------------------------------------------------------------------
-class LargestTensor(TorchFunctionMode):
-    """Records the element count of the largest tensor any torch call returns."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-
-    def __torch_function__(self, func: Callable, types, args=(), kwargs=None):
-        result = func(*args, **(kwargs or {}))
-        items = result if isinstance(result, tuple | list) else (result,)
-        for item in items:
-            if isinstance(item, Tensor):
-                self.largest = max(self.largest, item.numel())
-        return result
-
-
 def largest_tensor(attn: Reformer, t: int) -> int:
     x = torch.randn(1, t, D)
     with LargestTensor() as mode:

@@ -8,12 +8,11 @@ each sorted block as Σ_j S_ij K_j for the sorted part. Exact checks run in floa
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 
 import pytest
 import torch
+from attn_cases import LargestTensor
 from torch import Tensor
-from torch.overrides import TorchFunctionMode
 
 from attnbench.attention import AttentionContext, AttentionDims, AttentionMask, get_variant
 from attnbench.variants.sinkhorn import Sinkhorn, sinkhorn
@@ -243,22 +242,6 @@ def test_sort_net_learns_and_gradients_are_finite(dtype: torch.dtype) -> None:
 # ---------------------------------------------------------------------------------------
 # Efficiency and options
 # ---------------------------------------------------------------------------------------
-class LargestTensor(TorchFunctionMode):
-    """Records the element count of the largest tensor any torch call returns."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-
-    def __torch_function__(self, func: Callable, types, args=(), kwargs=None):
-        result = func(*args, **(kwargs or {}))
-        items = result if isinstance(result, tuple | list) else (result,)
-        for item in items:
-            if isinstance(item, Tensor):
-                self.largest = max(self.largest, item.numel())
-        return result
-
-
 def largest_tensor(attn: Sinkhorn, t: int) -> int:
     with LargestTensor() as mode:
         call(attn, torch.randn(1, t, D)).out.sum().backward()
