@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from attnbench.attention import Attention, AttentionDims, AttentionMask, get_variant
 
@@ -89,3 +93,41 @@ class LargestTensor(TorchFunctionMode):
             if isinstance(item, Tensor):
                 self.largest = max(self.largest, item.numel())
         return result
+
+
+class LargestAllocation(TorchDispatchMode):
+    """Records the largest storage (bytes) of any tensor an operation returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for leaf in tree_leaves(out):
+            if isinstance(leaf, Tensor):
+                self.largest = max(self.largest, leaf.untyped_storage().nbytes())
+        return out
+
+
+def tiny_profile(
+    out_dir: Path, *, n_layers: int = 1, n_test: int = 16, steps: int = 6, eval_every: int = 3
+) -> dict[str, Any]:
+    """A raw (unvalidated) profile: ListOps with a few dozen short examples, a tiny model."""
+    return {
+        "profile": "tiny",
+        "output_dir": str(out_dir),
+        "model": {"d_model": 16, "n_heads": 2, "n_layers": n_layers, "d_ff": 32},
+        "train": {"steps": steps, "batch_size": 8, "eval_every": eval_every, "warmup_steps": 1},
+        "tasks": {
+            "listops": {
+                "data": {
+                    "n_train": 48,
+                    "n_val": 16,
+                    "n_test": n_test,
+                    "min_length": 4,
+                    "max_length": 24,
+                }
+            }
+        },
+    }

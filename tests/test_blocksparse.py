@@ -15,9 +15,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from attn_cases import LargestAllocation
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from attnbench.attention import AttentionMask
 from attnbench.blocksparse import (
@@ -322,21 +321,6 @@ def test_flex_block_mask_is_sparse_and_covers_the_pattern() -> None:
 # ---------------------------------------------------------------------------------------
 # Memory: nothing of size n² is allocated
 # ---------------------------------------------------------------------------------------
-class LargestAllocation(TorchDispatchMode):
-    """Records the largest storage (bytes) of any tensor an operation returns."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for leaf in tree_leaves(out):
-            if isinstance(leaf, Tensor):
-                self.largest = max(self.largest, leaf.untyped_storage().nbytes())
-        return out
-
-
 def test_memory_is_linear_in_length() -> None:
     t = 4096
     gen = torch.Generator().manual_seed(0)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from attn_cases import tiny_profile
 
 from attnbench.ablation import head_ablation
 from attnbench.attention import (
@@ -61,25 +62,7 @@ def test_disabling_all_heads_of_a_layer_leaves_only_the_residual_path() -> None:
 
 
 def test_head_ablation_tool_reproduces_the_record_and_measures_every_head(tmp_path: Path) -> None:
-    profile = validate_profile(
-        {
-            "profile": "tiny",
-            "output_dir": str(tmp_path),
-            "model": {"d_model": 16, "n_heads": 2, "n_layers": 2, "d_ff": 32},
-            "train": {"steps": 6, "batch_size": 8, "eval_every": 3, "warmup_steps": 2},
-            "tasks": {
-                "listops": {
-                    "data": {
-                        "n_train": 48,
-                        "n_val": 16,
-                        "n_test": 32,
-                        "min_length": 4,
-                        "max_length": 24,
-                    }
-                }
-            },
-        }
-    )
+    profile = validate_profile(tiny_profile(tmp_path, n_layers=2, n_test=32))
     data = tmp_path / "data"
     prepare_data(profile, "listops", data)
     record_file = tmp_path / "runs" / "seed0.json"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from attn_cases import tiny_profile
 
 from attnbench import records
 from attnbench.attention import VARIANTS, Capabilities, register_variant
@@ -30,25 +31,7 @@ VOLATILE = {
 
 
 def tiny(out: Path) -> dict:
-    return validate_profile(
-        {
-            "profile": "tiny",
-            "output_dir": str(out),
-            "model": {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32},
-            "train": {"steps": 6, "batch_size": 8, "eval_every": 3, "warmup_steps": 2},
-            "tasks": {
-                "listops": {
-                    "data": {
-                        "n_train": 48,
-                        "n_val": 16,
-                        "n_test": 16,
-                        "min_length": 4,
-                        "max_length": 24,
-                    }
-                }
-            },
-        }
-    )
+    return validate_profile(tiny_profile(out))
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from attn_cases import LargestAllocation
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from attnbench.attention import (
     AttentionContext,
@@ -152,21 +151,6 @@ def test_rejects_cross_attention() -> None:
     attn = build()
     with pytest.raises(ValueError, match="self-attention"):
         attn(inputs(6), inputs(6, seed=2), AttentionContext())
-
-
-class LargestAllocation(TorchDispatchMode):
-    """Records the largest storage (bytes) of any tensor an operation returns."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for leaf in tree_leaves(out):
-            if isinstance(leaf, Tensor):
-                self.largest = max(self.largest, leaf.untyped_storage().nbytes())
-        return out
 
 
 def test_memory_is_order_n_times_w() -> None:

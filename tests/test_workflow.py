@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from attn_cases import tiny_profile
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -38,30 +39,18 @@ class DropIn(MultiHeadAttention):
 '''
 
 
-def tiny_profile(out_dir: Path, seeds: list[int] | None = None) -> dict:
-    """Every variant but vanilla excluded by name, so a newly dropped-in one is still run."""
+def workflow_profile(out_dir: Path) -> dict:
+    """The tiny profile with every variant but vanilla excluded by name, so a newly
+    dropped-in variant is still run."""
     from attnbench.attention import variant_names
 
-    return {
-        "profile": "tiny",
-        "output_dir": str(out_dir),
-        "seeds": seeds or [0],
-        "threads": 1,
-        "variants": {"include": "all", "exclude": [v for v in variant_names() if v != "vanilla"]},
-        "model": {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32},
-        "train": {"steps": 4, "batch_size": 8, "eval_every": 2, "warmup_steps": 1},
-        "tasks": {
-            "listops": {
-                "data": {
-                    "n_train": 48,
-                    "n_val": 16,
-                    "n_test": 16,
-                    "min_length": 4,
-                    "max_length": 24,
-                }
-            }
-        },
+    profile = tiny_profile(out_dir, steps=4, eval_every=2)
+    profile["threads"] = 1
+    profile["variants"] = {
+        "include": "all",
+        "exclude": [v for v in variant_names() if v != "vanilla"],
     }
+    return profile
 
 
 @pytest.fixture
@@ -111,7 +100,7 @@ def job_counts(output: str) -> dict[str, int]:
 @pytest.mark.e2e
 def test_pipeline_end_to_end_and_drop_in_variant(workdir: Path, tmp_path: Path) -> None:
     profile_file = workdir / "tiny.yaml"
-    profile_file.write_text(yaml.safe_dump(tiny_profile(workdir / "results")))
+    profile_file.write_text(yaml.safe_dump(workflow_profile(workdir / "results")))
     snakemake(workdir, "--configfile", str(profile_file))
 
     board = workdir / "results" / "leaderboard.md"
@@ -154,7 +143,7 @@ def test_pipeline_end_to_end_and_drop_in_variant(workdir: Path, tmp_path: Path) 
     assert "`vanilla`" in text and "dropin" in text
 
     # A training setting changes each job's resolved config: training reruns, data does not.
-    profile = tiny_profile(workdir / "results")
+    profile = workflow_profile(workdir / "results")
     profile["train"]["steps"] = 3
     profile_file.write_text(yaml.safe_dump(profile))
     proc = snakemake(workdir, "--configfile", str(profile_file), "-n", env=env)
