@@ -286,9 +286,8 @@ def register_variant(name: str, *, paper: str, summary: str = "", **defaults: An
     def wrap(cls: type[Attention]) -> type[Attention]:
         if not (isinstance(cls, type) and issubclass(cls, Attention)):
             raise RegistryError(f"variant {name!r}: {cls!r} is not a subclass of Attention")
-        doc_summary = summary or (cls.__doc__ or "").strip().splitlines()[0:1]
-        text = doc_summary if isinstance(doc_summary, str) else "".join(doc_summary)
-        spec = VariantSpec(name, cls, paper, text, dict(defaults))
+        first_doc_line = next(iter((cls.__doc__ or "").strip().splitlines()), "")
+        spec = VariantSpec(name, cls, paper, summary or first_doc_line, dict(defaults))
         spec.options()  # fail at import time on bad defaults
         VARIANTS.add(name, spec, origin)
         return cls

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from attnbench.attention import (
     AttentionContext,
     AttentionDims,
     AttentionMask,
+    AttentionOutput,
     VariantSpec,
 )
 
@@ -168,12 +170,11 @@ class TransformerLayer(nn.Module):
         self.norm3 = nn.LayerNorm(cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def _residual(self, x: Tensor, norm: nn.Module, fn) -> tuple[Tensor, Any]:
+    def _sublayer(self, x: Tensor, norm: nn.Module, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        """x + Dropout(f(LN(x))) (pre-LN) or LN(x + Dropout(f(x))) (post-LN)."""
         if self.norm_first:
-            y, extra = fn(norm(x))
-            return x + self.dropout(y), extra
-        y, extra = fn(x)
-        return norm(x + self.dropout(y)), extra
+            return x + self.dropout(fn(norm(x)))
+        return norm(x + self.dropout(fn(x)))
 
     def forward(
         self,
@@ -181,25 +182,22 @@ class TransformerLayer(nn.Module):
         ctx: AttentionContext,
         memory: Tensor | None = None,
         cross_ctx: AttentionContext | None = None,
-    ) -> tuple[Tensor, list[Any]]:
-        outs = []
+    ) -> tuple[Tensor, list[AttentionOutput]]:
+        """The new hidden states and the attention outputs (self first, then cross)."""
+        outs: list[AttentionOutput] = []
 
-        def self_attention(h: Tensor):
-            o = self.self_attn(h, None, ctx)
-            outs.append(o)
-            return o.out, None
+        def attend(module: nn.Module, source: Tensor | None, context: AttentionContext):
+            def fn(h: Tensor) -> Tensor:
+                outs.append(module(h, source, context))
+                return outs[-1].out
 
-        x, _ = self._residual(x, self.norm1, self_attention)
+            return fn
+
+        x = self._sublayer(x, self.norm1, attend(self.self_attn, None, ctx))
         if self.cross_attn is not None:
             assert memory is not None and cross_ctx is not None and self.norm2 is not None
-
-            def cross_attention(h: Tensor):
-                o = self.cross_attn(h, memory, cross_ctx)
-                outs.append(o)
-                return o.out, None
-
-            x, _ = self._residual(x, self.norm2, cross_attention)
-        x, _ = self._residual(x, self.norm3, lambda h: (self.ff(h), None))
+            x = self._sublayer(x, self.norm2, attend(self.cross_attn, memory, cross_ctx))
+        x = self._sublayer(x, self.norm3, self.ff)
         return x, outs
 
 
@@ -262,9 +260,11 @@ class TransformerStack(nn.Module):
         aux: Tensor | None = None
         weights: list[Tensor | None] = []
         new_state: list[Any] = []
+        mask = AttentionMask(causal=self.causal, key_padding=key_padding)
+        cross_mask = AttentionMask(causal=False, key_padding=memory_padding)
         for i, layer in enumerate(self.layers):
             ctx = AttentionContext(
-                mask=AttentionMask(causal=self.causal, key_padding=key_padding),
+                mask=mask,
                 positions=positions,
                 state=state[i] if state is not None else None,
                 head_mask=head_mask[i] if head_mask is not None else None,
@@ -273,7 +273,7 @@ class TransformerStack(nn.Module):
             cross_ctx = None
             if memory is not None:
                 cross_ctx = AttentionContext(  # head ablation covers self-attention heads
-                    mask=AttentionMask(causal=False, key_padding=memory_padding),
+                    mask=cross_mask,
                     need_weights=need_weights,
                 )
             x, outs = layer(x, ctx, memory, cross_ctx)

@@ -22,7 +22,7 @@ import importlib.util
 import os
 import pkgutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -141,11 +141,3 @@ def caller_origin(depth: int = 2) -> str:
     """``module:line`` of the code that called the registering function (for messages)."""
     frame = sys._getframe(depth)
     return f"{frame.f_globals.get('__name__', '?')}:{frame.f_lineno}"
-
-
-def decorator_for(add: Callable[[type], object]) -> Callable[[type], type]:
-    def wrap(cls: type) -> type:
-        add(cls)
-        return cls
-
-    return wrap
