@@ -332,3 +332,31 @@ def test_every_shipped_profile_validates(path: Path) -> None:
 
     profile = load_profile(path)
     assert profile["profile"] == path.stem
+
+
+# ---------------------------------------------------------------------------------------
+# gpus_per_job (multi-GPU training jobs in the workflow)
+# ---------------------------------------------------------------------------------------
+def test_gpus_per_job_defaults_to_one(tmp_path: Path) -> None:
+    assert load_profile(write(tmp_path, BASE))["gpus_per_job"] == 1
+
+
+def test_gpus_per_job_needs_a_gpu_device(tmp_path: Path) -> None:
+    message = config_error(tmp_path, BASE + "device: cpu\ngpus_per_job: 2\n")
+    assert "gpus_per_job=2 needs GPUs but device is 'cpu'" in message
+    assert "valid: gpus_per_job: 1, or device: auto or cuda" in message
+
+
+def test_gpus_per_job_must_divide_every_global_batch(tmp_path: Path) -> None:
+    ok = BASE.replace("lr: 0.001", "lr: 0.001, batch_size: 12") + "gpus_per_job: 4\n"
+    assert load_profile(write(tmp_path, ok))["gpus_per_job"] == 4
+    # a task-level batch size is checked too
+    odd = ok.replace("max_length: 30}\n", "max_length: 30}\n    train: {batch_size: 6}\n")
+    message = config_error(tmp_path, odd)
+    assert "task 'listops': train.batch_size=6 (the global batch) is not divisible by " in message
+    assert "gpus_per_job=4; valid: a multiple of 4" in message
+
+
+def test_gpus_per_job_below_one_is_rejected(tmp_path: Path) -> None:
+    message = config_error(tmp_path, BASE + "gpus_per_job: 0\n")
+    assert "invalid value at gpus_per_job: 0 is less than the minimum of 1" in message

@@ -182,11 +182,12 @@ def test_default_profile_dry_run_schedules_every_pair(workdir: Path) -> None:
     n_variants = len(selected_variants(profile))
     if profile["group_tasks"]:  # one job per (variant, seed) trains all of its tasks
         assert counts["train_group"] == n_variants * len(profile["seeds"])
+        assert counts["bench_group"] == 1  # and one job measures every variant
     else:
         expected = len(selected_tasks(profile)) * n_variants * len(profile["seeds"])
         assert counts["train"] == expected
+        assert counts["bench"] == n_variants
     assert counts["prepare_data"] == len(selected_tasks(profile))
-    assert counts["bench"] == n_variants
     assert counts["leaderboard"] == 1
 
 

@@ -35,7 +35,8 @@ from test_workflow import (  # noqa: F401  (workdir: a fixture)
 from attnbench import gpu_slots
 
 PROFILES = Path("workflow") / "profiles"  # relative to the workflow copy
-GPU_RULES = ("train", "train_group", "head_ablation", "bench")  # declare `resources: gpu`
+# these rules declare `resources: gpu`
+GPU_RULES = ("train", "train_group", "head_ablation", "bench", "bench_group")
 NO_GPU_RESOURCE = "GPU rules must declare `resources: gpu=...` (workflow/rules/*.smk)"
 WRAPPER = [sys.executable, "-m", "attnbench.gpu_slots"]
 
@@ -440,3 +441,29 @@ def test_simulated_cluster_runs_jobs_through_submission(workdir: Path) -> None: 
     assert len(logs) == 2
     for log in logs:
         assert re.search(r"pinned to CUDA_VISIBLE_DEVICES=[01]\n", log.read_text())
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_multi_gpu_training_jobs_run_under_torchrun(workdir: Path, group: bool) -> None:  # noqa: F811
+    """gpus_per_job: N > 1 gives each training job N GPUs and launches it with torchrun
+    (data-parallel over the same global batch); the sweep keeps one GPU per job."""
+    profile = tiny_workflow_profile(workdir / "results")
+    profile.update(device="auto", gpus_per_job=2, group_tasks=group)
+    profile["train"]["batch_size"] = 4
+    (workdir / "multi.yaml").write_text(yaml.safe_dump(profile))
+    proc = snakemake(
+        workdir, "-n", "-p", "--resources", "gpu=4", "--configfile", str(workdir / "multi.yaml")
+    )
+    found = jobs(proc.stdout)
+    trains = [job for job in found if job["rule"] in ("train", "train_group")]
+    assert len(trains) == 2
+    for job in trains:
+        assert job["resources"]["gpu"] == "2"
+        assert job["shell"].startswith(
+            "python -m attnbench.gpu_slots --gpus 2 -- "
+            "torchrun --standalone --nproc_per_node 2 -m attnbench.cli train --profile "
+        ), job["shell"]
+    benches = [job for job in found if job["rule"] in ("bench", "bench_group")]
+    assert len(benches) == (1 if group else 2)
+    assert benches and all(job["resources"]["gpu"] == "1" for job in benches)
+    assert all("torchrun" not in job["shell"] for job in benches)

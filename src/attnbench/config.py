@@ -97,13 +97,25 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
         bench_task(profile, resolve_bench_config(profile))
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    gpus = profile["gpus_per_job"]
+    if gpus > 1 and profile["device"] == "cpu":
+        raise ConfigError(
+            f"{source}: gpus_per_job={gpus} needs GPUs but device is 'cpu'; "
+            "valid: gpus_per_job: 1, or device: auto or cuda"
+        )
     # Resolve every job once so that type/range errors surface before any training starts.
     for task in selected_tasks(profile):
         for variant in selected_variants(profile):
             try:
-                job_config(profile, task, variant)
+                cfg = job_config(profile, task, variant)
             except ValueError as exc:
                 raise ConfigError(f"{source}: {exc}") from None
+            batch = cfg["train"]["batch_size"]
+            if batch % gpus:
+                raise ConfigError(
+                    f"{source}: task {task!r}: train.batch_size={batch} (the global batch) "
+                    f"is not divisible by gpus_per_job={gpus}; valid: a multiple of {gpus}"
+                )
     return profile
 
 

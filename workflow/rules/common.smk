@@ -30,10 +30,18 @@ OUT = PROFILE["output_dir"].rstrip("/")
 TASKS = selected_tasks(PROFILE)
 VARIANTS = selected_variants(PROFILE)
 SEEDS = PROFILE["seeds"]
-# GPUs per GPU job (train, train_group, head_ablation, bench); none under a `device: cpu`
-# profile. Snakemake only counts them (--resources gpu=N, see workflow/profiles/default);
-# `python -m attnbench.gpu_slots` picks which GPU and sets CUDA_VISIBLE_DEVICES.
+# GPUs per GPU job; none under a `device: cpu` profile. Snakemake only counts them
+# (--resources gpu=N, see workflow/profiles/default); `python -m attnbench.gpu_slots`
+# picks which GPUs and sets CUDA_VISIBLE_DEVICES. The efficiency sweep and head ablation
+# use one GPU; training uses the profile's gpus_per_job, and above one it runs under
+# torchrun as data-parallel training over the same global batch (attnbench.distributed).
 GPUS_PER_JOB = 0 if PROFILE["device"] == "cpu" else 1
+TRAIN_GPUS = 0 if PROFILE["device"] == "cpu" else PROFILE["gpus_per_job"]
+TRAIN_CMD = (
+    "attnbench train"
+    if TRAIN_GPUS <= 1
+    else f"torchrun --standalone --nproc_per_node {TRAIN_GPUS} -m attnbench.cli train"
+)
 
 # Jobs read the profile exactly as Snakemake resolved it (including --config overrides).
 # The file is rewritten only when its content changes; it is not an input, so a change

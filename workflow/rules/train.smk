@@ -15,14 +15,14 @@ if not PROFILE["group_tasks"]:
             f"{OUT}/logs/{NAME}/train/{{task}}/{{variant}}/seed{{seed}}.log",
         threads: PROFILE["threads"]
         resources:
-            gpu=GPUS_PER_JOB,
+            gpu=TRAIN_GPUS,
         params:
             profile=PROFILE_FILE,
             # reruns the job when, and only when, its own resolved config changes
             cfg_hash=lambda wc: config_hash(job_config(PROFILE, wc.task, wc.variant)),
         shell:
             "python -m attnbench.gpu_slots --gpus {resources.gpu} --"
-            " attnbench train --profile {params.profile} --task {wildcards.task}"
+            " " + TRAIN_CMD + " --profile {params.profile} --task {wildcards.task}"
             " --variant {wildcards.variant} --seed {wildcards.seed}"
             " --data $(dirname {input.data}) --out {output} --threads {threads}"
             " --na-ok --record-failures --no-progress > {log} 2>&1"
@@ -40,7 +40,7 @@ else:
             f"{OUT}/logs/{NAME}/train/{{variant}}/seed{{seed}}.log",
         threads: PROFILE["threads"]
         resources:
-            gpu=GPUS_PER_JOB,
+            gpu=TRAIN_GPUS,
         params:
             profile=PROFILE_FILE,
             tasks=",".join(TASKS),
@@ -50,6 +50,6 @@ else:
             },
         shell:
             "python -m attnbench.gpu_slots --gpus {resources.gpu} --"
-            " attnbench train --profile {params.profile} --task {params.tasks}"
+            " " + TRAIN_CMD + " --profile {params.profile} --task {params.tasks}"
             " --variant {wildcards.variant} --seed {wildcards.seed} --threads {threads}"
             " --na-ok --record-failures --no-progress > {log} 2>&1"
