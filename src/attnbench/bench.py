@@ -119,7 +119,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attnbench.options import build_options
-from attnbench.records import atomic_write_text, iter_record_files
+from attnbench.records import atomic_write_text, iter_record_files, read_checked_json
 
 if TYPE_CHECKING:  # torch and the modules importing it load on first use: the CLI stays quick
     import torch
@@ -999,15 +999,7 @@ def write_bench_record(path: str | Path, record: dict[str, Any]) -> None:
 
 def read_bench_record(path: str | Path) -> dict[str, Any]:
     """Read one bench record; ``ValueError`` naming the file if unreadable or invalid."""
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable bench record ({type(exc).__name__})") from exc
-    problem = validate_bench_record(record)
-    if problem:
-        raise ValueError(f"{path}: invalid bench record ({problem})")
-    return record
+    return read_checked_json(path, validate_bench_record, kind="bench record", flaw="invalid")
 
 
 # ---------------------------------------------------------------------------------------

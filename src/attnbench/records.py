@@ -38,7 +38,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -189,17 +189,29 @@ def validate_record(record: Any) -> str | None:
     return None
 
 
-def read_record(path: str | Path) -> dict[str, Any]:
-    """Read one record; raise ``ValueError`` naming the file if it is unreadable or incomplete."""
+def read_checked_json(
+    path: str | Path,
+    validate: Callable[[Any], str | None],
+    kind: str = "record",
+    flaw: str = "incomplete",
+) -> dict[str, Any]:
+    """Read a JSON record and check it with ``validate`` (a problem string or None);
+    ``ValueError`` naming the file (``<path>: unreadable <kind> (...)`` or
+    ``<path>: <flaw> <kind> (<problem>)``) if it cannot be read or fails the check."""
     path = Path(path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable record ({exc.__class__.__name__}: {exc})") from exc
-    problem = validate_record(record)
+        raise ValueError(f"{path}: unreadable {kind} ({exc.__class__.__name__}: {exc})") from exc
+    problem = validate(record)
     if problem:
-        raise ValueError(f"{path}: incomplete record ({problem})")
+        raise ValueError(f"{path}: {flaw} {kind} ({problem})")
     return record
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """Read one record; raise ``ValueError`` naming the file if it is unreadable or incomplete."""
+    return read_checked_json(path, validate_record)
 
 
 def iter_record_files(root: str | Path) -> Iterator[Path]:
