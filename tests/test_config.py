@@ -72,11 +72,12 @@ def test_job_config_for_listops_vanilla(default_profile: dict) -> None:
     assert {"data", "model", "train", "variant_options"} <= set(cfg)
     assert cfg["task"] == "listops" and cfg["variant"] == "vanilla"
     assert cfg["profile"] == "default"
-    assert cfg["data"]["n_train"] == 4000 and cfg["data"]["max_length"] == 100
+    raw = yaml.safe_load(DEFAULT_PROFILE.read_text())
+    assert cfg["data"]["n_train"] == raw["tasks"]["listops"]["data"]["n_train"]
+    assert cfg["data"]["max_length"] == 100
     assert cfg["data"]["max_args"] == 10
     assert cfg["model"]["d_model"] == 64 and cfg["model"]["head_dim"] == 16
     assert cfg["model"]["max_len"] == 101  # the task's longest input: max_length + [CLS]
-    raw = yaml.safe_load(DEFAULT_PROFILE.read_text())
     # the task's own train section overrides the global one, key by key
     expected = {**raw["train"], **raw["tasks"]["listops"].get("train", {})}
     assert cfg["train"]["steps"] == expected["steps"] and cfg["train"]["lr"] == expected["lr"]
@@ -360,3 +361,46 @@ def test_gpus_per_job_must_divide_every_global_batch(tmp_path: Path) -> None:
 def test_gpus_per_job_below_one_is_rejected(tmp_path: Path) -> None:
     message = config_error(tmp_path, BASE + "gpus_per_job: 0\n")
     assert "invalid value at gpus_per_job: 0 is less than the minimum of 1" in message
+
+
+# ---------------------------------------------------------------------------------------
+# Seeds and the reference variant
+# ---------------------------------------------------------------------------------------
+def test_duplicate_seeds_are_rejected(tmp_path: Path) -> None:
+    message = config_error(tmp_path, BASE + "seeds: [0, 1, 0]\n")
+    assert "seeds" in message and "non-unique" in message
+
+
+def test_duplicate_reference_seeds_are_rejected(tmp_path: Path) -> None:
+    message = config_error(tmp_path, BASE + "reference: {seeds: [3, 3]}\n")
+    assert "reference.seeds" in message and "non-unique" in message
+
+
+def test_reference_variant_gets_its_extra_seeds(tmp_path: Path) -> None:
+    from attnbench.config import reference_variant, run_seeds
+
+    profile = load_profile(
+        write(tmp_path, BASE + "seeds: [0]\nreference: {variant: fused, seeds: [0, 1, 2]}\n")
+    )
+    assert reference_variant(profile) == "fused"
+    assert run_seeds(profile, "fused") == [0, 1, 2]
+    assert run_seeds(profile, "vanilla") == [0]
+    assert job_config(profile, "listops", "linear")["reference_variant"] == "fused"
+
+
+def test_reference_defaults_to_vanilla_with_the_profile_seeds(tmp_path: Path) -> None:
+    from attnbench.config import reference_variant, run_seeds
+
+    profile = load_profile(write(tmp_path, BASE + "seeds: [4, 5]\n"))
+    assert reference_variant(profile) == "vanilla"
+    assert run_seeds(profile, "vanilla") == [4, 5]
+    assert profile["reference"] == {"variant": "vanilla", "seeds": None}
+
+
+def test_unknown_or_unselected_reference_is_one_line_error(tmp_path: Path) -> None:
+    message = config_error(tmp_path, BASE + "reference: {variant: nope}\n")
+    assert "reference.variant" in message and "vanilla" in message
+    message = config_error(
+        tmp_path, BASE + "variants: {include: [linear]}\nreference: {variant: vanilla}\n"
+    )
+    assert "not among the profile's variants" in message and "linear" in message

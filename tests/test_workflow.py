@@ -174,19 +174,21 @@ def test_pipeline_end_to_end_and_drop_in_variant(workdir: Path, tmp_path: Path) 
 
 
 def test_default_profile_dry_run_schedules_every_pair(workdir: Path) -> None:
-    from attnbench.config import load_profile, selected_tasks, selected_variants
+    from attnbench.config import load_profile, run_seeds, selected_tasks, selected_variants
 
     profile = load_profile(REPO / "config" / "default.yaml")
     proc = snakemake(workdir, "-n")
     counts = job_counts(proc.stdout)
-    n_variants = len(selected_variants(profile))
+    variants = selected_variants(profile)
+    # every variant trains the profile's seeds, the reference also reference.seeds
+    n_runs = sum(len(run_seeds(profile, v)) for v in variants)
+    assert n_runs > len(variants) * len(profile["seeds"])  # the reference has more seeds
     if profile["group_tasks"]:  # one job per (variant, seed) trains all of its tasks
-        assert counts["train_group"] == n_variants * len(profile["seeds"])
+        assert counts["train_group"] == n_runs
         assert counts["bench_group"] == 1  # and one job measures every variant
     else:
-        expected = len(selected_tasks(profile)) * n_variants * len(profile["seeds"])
-        assert counts["train"] == expected
-        assert counts["bench"] == n_variants
+        assert counts["train"] == len(selected_tasks(profile)) * n_runs
+        assert counts["bench"] == len(variants)
     assert counts["prepare_data"] == len(selected_tasks(profile))
     assert counts["leaderboard"] == 1
 

@@ -57,6 +57,9 @@ class Capabilities:
     recurrent: bool = False  # carries state across segments (ctx.state / AttentionOutput.state)
     variable_length: bool = True  # False: every batch is padded to ``dims.max_len`` for it
     max_length: int | None = None  # a hard limit on length, if any (besides ``max_len``)
+    # False: output i depends on input i only — no token mixing at all (an attention-free
+    # control); the leaderboard identifies controls by this, never by name
+    mixes_tokens: bool = True
     time_complexity: str = "O(n²·d)"
     memory_complexity: str = "O(n²)"
 
@@ -159,6 +162,22 @@ class Attention(nn.Module):
         self.dims = dims
         self.options = options if options is not None else self.Options()
 
+    @classmethod
+    def dense_reason(cls, options: Any, n: int) -> str | None:
+        """Why, with ``options``, this variant is dense attention at length ``n``, or ``None``.
+
+        A sparse or compressed variant whose pattern covers every query–key pair at
+        length ``n`` (a window of at least the sequence, k ≥ n kept keys, as many
+        landmarks as tokens …) computes dense softmax attention or a reparametrisation
+        of it there, so a result at that length says nothing about its mechanism. The
+        message states the rule with numbers, e.g. ``"window 32 ≥ n − 1 = 24"``.
+
+        ``n`` is both the sequence length and the model's ``max_len`` (as in a run,
+        where the model is built for the task's longest sequence). The rule holds under
+        causal masking too (it then covers every pair j ≤ i). Default: never.
+        """
+        return None
+
     def forward(  # pragma: no cover - interface
         self, x: Tensor, source: Tensor | None, ctx: AttentionContext
     ) -> AttentionOutput:
@@ -247,13 +266,27 @@ def default_scale(head_dim: int) -> float:
 # ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class VariantSpec:
-    """A registered variant: a class plus a named setting of its options."""
+    """A registered variant: a class plus a named setting of its options.
+
+    ``canonical`` is True for the class's own registration (:func:`register_variant`)
+    and False for a named setting of it (:func:`register_preset`), whose
+    ``preset_of`` names the canonical registration it derives from.
+    """
 
     name: str
     cls: type[Attention]
     paper: str
     summary: str
     defaults: dict[str, Any]  # option values this name fixes (presets)
+    canonical: bool = True  # registered with register_variant, not register_preset
+    preset_of: str | None = None  # presets: the canonical variant they are a setting of
+
+    def __post_init__(self) -> None:
+        if self.canonical != (self.preset_of is None):
+            raise RegistryError(
+                f"variant {self.name!r}: a canonical registration has no preset_of, "
+                f"a preset has one (canonical={self.canonical}, preset_of={self.preset_of!r})"
+            )
 
     @property
     def capabilities(self) -> Capabilities:
@@ -273,6 +306,14 @@ class VariantSpec:
     def build(self, dims: AttentionDims, overrides: dict[str, Any] | None = None) -> Attention:
         return self.cls(dims, self.options(overrides))
 
+    def dense_reason(self, n: int, overrides: dict[str, Any] | None = None) -> str | None:
+        """Why this variant, with its options resolved as in :meth:`options`, is dense
+        attention (or a reparametrisation of it) at length ``n``; ``None`` when it is not.
+
+        See :meth:`Attention.dense_reason`.
+        """
+        return self.cls.dense_reason(self.options(overrides), n)
+
 
 VARIANTS: Registry[VariantSpec] = Registry(
     "variant", "attnbench.variants", "attnbench.variants", "ATTNBENCH_VARIANT_PATH"
@@ -280,7 +321,11 @@ VARIANTS: Registry[VariantSpec] = Registry(
 
 
 def register_variant(name: str, *, paper: str, summary: str = "", **defaults: Any):
-    """Class decorator: register ``cls`` under ``name`` (optionally fixing option values)."""
+    """Class decorator: register ``cls`` under ``name`` (optionally fixing option values).
+
+    This is the class's canonical registration (``VariantSpec.canonical``); further
+    settings of it are presets (:func:`register_preset`).
+    """
     origin = caller_origin()
 
     def wrap(cls: type[Attention]) -> type[Attention]:
@@ -301,6 +346,8 @@ def register_preset(
     """Register a named setting of an already-registered variant, e.g. ``topk-8``.
 
     ``paper`` overrides the base's citation when the setting comes from another paper.
+    The spec is not canonical; its ``preset_of`` is the base's canonical registration
+    (the base itself, or what the base is a preset of).
     """
     origin = caller_origin()
     try:
@@ -313,6 +360,8 @@ def register_preset(
         paper or parent.paper,
         summary or parent.summary,
         {**parent.defaults, **values},
+        canonical=False,
+        preset_of=parent.name if parent.canonical else parent.preset_of,
     )
     spec.options()
     return VARIANTS.add(name, spec, origin)

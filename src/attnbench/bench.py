@@ -257,6 +257,8 @@ def resolve_bench_config(
     ``grid_overrides`` ({"cpu": {...}, "cuda": {...}}) replace grid keys (command-line use).
     """
     values = dict(profile.get("bench") or {})
+    # the relative table divides by the profile's reference variant unless bench sets one
+    values.setdefault("reference", (profile.get("reference") or {}).get("variant") or "vanilla")
     grids = {}
     for kind, default in GRID_DEFAULTS.items():
         given = {**(values.pop(kind, None) or {}), **((grid_overrides or {}).get(kind) or {})}

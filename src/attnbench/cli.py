@@ -50,6 +50,8 @@ def cmd_variants(args: argparse.Namespace) -> int:
                 "name": name,
                 "paper": spec.paper,
                 "summary": spec.summary,
+                "canonical": spec.canonical,
+                "preset_of": spec.preset_of,
                 "options": spec.resolved_options(),
                 "capabilities": caps.as_dict(),
                 "defined_in": VARIANTS.origin(name),
@@ -60,12 +62,15 @@ def cmd_variants(args: argparse.Namespace) -> int:
         return 0
     yes = {True: "yes", False: "no"}
     if args.markdown:
-        print("| variant | paper | causal | cross | pad mask | positions | time | memory |")
-        print("|---|---|---|---|---|---|---|---|")
+        columns = ("variant", "preset of", "paper", "causal", "cross", "pad mask")
+        columns += ("positions", "time", "memory")
+        print("| " + " | ".join(columns) + " |")
+        print("|" + "---|" * len(columns))
         for r in rows:
             c = r["capabilities"]
             cells = (
                 f"`{r['name']}`",
+                f"`{r['preset_of']}`" if r["preset_of"] else "canonical",
                 r["paper"].replace("|", "\\|"),
                 yes[c["causal"]],
                 yes[c["cross_attention"]],
@@ -78,6 +83,7 @@ def cmd_variants(args: argparse.Namespace) -> int:
         return 0
     header = (
         "variant",
+        "preset of",
         "causal",
         "cross",
         "pad-mask",
@@ -93,6 +99,7 @@ def cmd_variants(args: argparse.Namespace) -> int:
         table.append(
             (
                 r["name"],
+                r["preset_of"] or "canonical",
                 yes[c["causal"]],
                 yes[c["cross_attention"]],
                 yes[c["padding_mask"]],
@@ -134,12 +141,16 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from attnbench.config import selected_tasks, selected_variants
+    from attnbench.config import reference_variant, run_seeds, selected_tasks, selected_variants
 
     profile = _profile(args.profile)
+    variants = selected_variants(profile)
+    reference = reference_variant(profile)
+    n_runs = sum(len(run_seeds(profile, v)) for v in variants) * len(selected_tasks(profile))
     print(
         f"profile {profile['profile']!r} is valid: {len(selected_tasks(profile))} task(s) × "
-        f"{len(selected_variants(profile))} variant(s) × {len(profile['seeds'])} seed(s)"
+        f"{len(variants)} variant(s) × {len(profile['seeds'])} seed(s), reference "
+        f"{reference!r} with {len(run_seeds(profile, reference))} seed(s): {n_runs} runs"
     )
     return 0
 

@@ -83,7 +83,7 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
     listed = [
         *sel["exclude"],
         *sel["options"],
-        *([] if sel["include"] == "all" else sel["include"]),
+        *([] if isinstance(sel["include"], str) else sel["include"]),  # "all" | "canonical"
     ]
     for name in listed:
         if name not in variant_names():
@@ -91,6 +91,17 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
                 f"{source}: unknown variant {name!r} under variants; "
                 f"valid choices: {', '.join(variant_names())}"
             )
+    ref = profile["reference"]["variant"]
+    if ref not in variant_names():
+        raise ConfigError(
+            f"{source}: unknown variant {ref!r} under reference.variant; "
+            f"valid choices: {', '.join(variant_names())}"
+        )
+    if ref not in selected_variants(profile):
+        raise ConfigError(
+            f"{source}: reference.variant {ref!r} is not among the profile's variants; "
+            "include it, or choose one of: " + ", ".join(selected_variants(profile))
+        )
     from attnbench.bench import bench_task, resolve_bench_config
 
     try:  # the efficiency sweep's settings fail here too, not halfway through a run
@@ -127,6 +138,9 @@ def _fill_defaults(data: dict[str, Any]) -> dict[str, Any]:
     variants = data.setdefault("variants", {})
     for key, spec in schema["variants"]["properties"].items():
         variants.setdefault(key, copy.deepcopy(spec["default"]))
+    reference = data.setdefault("reference", {})
+    for key, spec in schema["reference"]["properties"].items():
+        reference.setdefault(key, copy.deepcopy(spec["default"]))
     data.setdefault("model", {})
     data.setdefault("train", {})
     for task in data["tasks"].values():
@@ -139,10 +153,37 @@ def selected_tasks(profile: dict[str, Any]) -> list[str]:
 
 
 def selected_variants(profile: dict[str, Any]) -> list[str]:
+    """The profile's variants: ``variants.include`` less ``variants.exclude``.
+
+    ``include`` is ``"all"`` (every registered variant, presets included),
+    ``"canonical"`` (every variant's canonical registration — one per class — including
+    ones dropped in through ``ATTNBENCH_VARIANT_PATH`` or entry points; no presets) or
+    a list of names.
+    """
     sel = profile.get("variants", {})
     include = sel.get("include", "all")
-    names = variant_names() if include == "all" else list(include)
-    return [n for n in names if n not in set(sel.get("exclude", []))]
+    if include == "all":
+        names = variant_names()
+    elif include == "canonical":
+        names = [name for name in variant_names() if get_variant(name).canonical]
+    else:
+        names = list(include)
+    excluded = set(sel.get("exclude", []))
+    return [n for n in names if n not in excluded]
+
+
+def reference_variant(profile: dict[str, Any]) -> str:
+    """The variant every other one is compared with (profile key ``reference.variant``)."""
+    return str(profile.get("reference", {}).get("variant") or "vanilla")
+
+
+def run_seeds(profile: dict[str, Any], variant: str) -> list[int]:
+    """Training seeds of ``variant``: the profile's, plus ``reference.seeds`` for the reference."""
+    seeds = list(profile["seeds"])
+    if variant == reference_variant(profile):
+        extra = profile.get("reference", {}).get("seeds") or []
+        seeds += [s for s in extra if s not in seeds]
+    return seeds
 
 
 def job_config(profile: dict[str, Any], task: str, variant: str) -> dict[str, Any]:
@@ -177,6 +218,7 @@ def job_config(profile: dict[str, Any], task: str, variant: str) -> dict[str, An
         "threads": profile.get("threads", 1),
         "deterministic": profile.get("deterministic", False),
         "offline": profile.get("offline", True),
+        "reference_variant": reference_variant(profile),
     }
 
 

@@ -381,6 +381,8 @@ def _base_record(cfg: dict[str, Any], task: Task, seed: int) -> dict[str, Any]:
         "variant_paper": spec.paper,
         "variant_options": cfg["variant_options"],
         "capabilities": spec.capabilities.as_dict(),
+        # why the variant is dense attention at the task's length (None: it is not)
+        "dense_at_length": spec.dense_reason(task.max_len(), cfg["variant_options"]),
         "seed": seed,
         "profile": cfg["profile"],
         "metric": {"name": task.metric, "higher_is_better": task.higher_is_better},

@@ -9,6 +9,7 @@ from attnbench.config import (
     config_hash,
     data_config_hash,
     job_config,
+    run_seeds,
     selected_tasks,
     selected_variants,
     validate_profile,
@@ -29,7 +30,6 @@ NAME = PROFILE["profile"]
 OUT = PROFILE["output_dir"].rstrip("/")
 TASKS = selected_tasks(PROFILE)
 VARIANTS = selected_variants(PROFILE)
-SEEDS = PROFILE["seeds"]
 # GPUs per GPU job; none under a `device: cpu` profile. Snakemake only counts them
 # (--resources gpu=N, see workflow/profiles/default); `python -m attnbench.gpu_slots`
 # picks which GPUs and sets CUDA_VISIBLE_DEVICES. The efficiency sweep and head ablation
@@ -66,7 +66,11 @@ def run_record(task, variant, seed):
     return str(record_path(OUT, NAME, task, variant, seed))
 
 
-ALL_RECORDS = [run_record(t, v, s) for t in TASKS for v in VARIANTS for s in SEEDS]
+# Every variant trains the profile's seeds; the reference variant adds reference.seeds
+# (the verdicts estimate training-seed noise from them).
+ALL_RECORDS = [
+    run_record(t, v, s) for t in TASKS for v in VARIANTS for s in run_seeds(PROFILE, v)
+]
 
 _ablation = PROFILE.get("analysis", {}).get("head_ablation", {})
 HEAD_ABLATIONS = [
@@ -76,5 +80,5 @@ HEAD_ABLATIONS = [
     for v in _ablation.get("variants", [])
     if v in VARIANTS
     for s in _ablation.get("seeds", [0])
-    if s in SEEDS
+    if s in run_seeds(PROFILE, v)
 ]

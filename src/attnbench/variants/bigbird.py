@@ -121,6 +121,22 @@ class BigBirdAttention(BlockSparseAttention):
         self.random_layout: torch.Tensor
         self.register_buffer("random_layout", random)  # (H, nb_max, r), saved with the model
 
+    @classmethod
+    def dense_reason(cls, options: BigBirdOptions, n: int) -> str | None:
+        """Dense once every query block sees every key block: a non-global block at either
+        end has nb − g − 2 blocks outside its window and the globals (at most, in either
+        direction), and takes all of them when they are no more than r (random blocks are
+        drawn without repetition among exactly those)."""
+        b, g, r = options.block, options.global_blocks, options.random_blocks
+        n_blocks = math.ceil(n / b)
+        outside = max(0, n_blocks - g - 2)
+        if outside > r:
+            return None
+        return (
+            f"n = {n} is {n_blocks} block(s) of {b}: {g} global block(s), a 3-block window "
+            f"and {r} random blocks reach every block"
+        )
+
     def pattern(self, length: int, causal: bool, device: torch.device) -> SparsePattern:
         opts: BigBirdOptions = self.options
         if length > self.dims.max_len:

@@ -75,6 +75,14 @@ class Linformer(MultiHeadAttention):
         for proj in self.parameters(recurse=False):  # E and F only
             nn.init.xavier_uniform_(proj)
 
+    @classmethod
+    def dense_reason(cls, options: LinformerOptions, n: int) -> str | None:
+        """k ≥ n: E, F ∈ ℝ^{k×n} do not shorten the sequence — no low-rank bottleneck, a
+        reparametrisation of dense attention (E = F = [I; 0] is vanilla attention)."""
+        if options.k >= n:
+            return f"k = {options.k} ≥ n = {n}: the length projections E, F do not compress"
+        return None
+
     def projections(self, length: int) -> tuple[Tensor, Tensor]:
         """E and F restricted to the first ``length`` positions: (k, length) each."""
         if length > self.proj_e.shape[1]:

@@ -80,6 +80,20 @@ class LocalAttention(BlockSparseAttention):
         memory_complexity="O(n·w)",
     )
 
+    @classmethod
+    def dense_reason(cls, options: LocalOptions, n: int) -> str | None:
+        """Sliding: dense once |i − j| ≤ w holds for every pair, w ≥ n − 1. Blocked: dense
+        once the sequence is at most 2 blocks of w (each block sees its neighbour)."""
+        w = options.window
+        if options.blocked:
+            n_blocks = math.ceil(n / w)
+            if n_blocks <= 2:
+                return f"blocked, blocks of {w}: n = {n} is {n_blocks} ≤ 2 neighbouring blocks"
+            return None
+        if w >= n - 1:
+            return f"window {w} ≥ n − 1 = {n - 1}"
+        return None
+
     def pattern(self, length: int, causal: bool, device: torch.device) -> SparsePattern:
         opts: LocalOptions = self.options
         return local_pattern(length, opts.window, causal, opts.blocked, device)

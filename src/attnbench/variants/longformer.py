@@ -109,6 +109,27 @@ class LongformerAttention(MultiHeadAttention):
             for name, local in zip("qkv", (self.q_proj, self.k_proj, self.v_proj), strict=True):
                 self.global_proj[name].load_state_dict(local.state_dict())
 
+    @classmethod
+    def dense_reason(cls, options: LongformerOptions, n: int) -> str | None:
+        """Dense once the window spans every pair of non-global positions (a pair with a
+        global position is always covered)."""
+        w = options.window
+        glob = {p for p in options.global_positions if p < n}
+        local = [p for p in range(n) if p not in glob]
+        span = local[-1] - local[0] if local else 0
+        if span > w:
+            return None
+        how = (
+            f"window {w} ≥ n − 1 = {n - 1}"
+            if span == n - 1
+            else f"window {w} ≥ {span}, the distance between the first and last non-global "
+            f"positions ({local[0] if local else '–'} and {local[-1] if local else '–'}) "
+            f"at n = {n}"
+        )
+        if options.separate_global and glob:
+            how += " (the global rows with their own Q_g, K_g, V_g)"
+        return how
+
     def forward(self, x: Tensor, source: Tensor | None, ctx: AttentionContext) -> AttentionOutput:
         if source is not None:
             raise ValueError("longformer is self-attention only (cross_attention=False)")

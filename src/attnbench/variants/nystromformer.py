@@ -130,6 +130,18 @@ class Nystromformer(MultiHeadAttention):
             else None
         )
 
+    @classmethod
+    def dense_reason(cls, options: NystromOptions, n: int) -> str | None:
+        """m ≥ n: every token is its own landmark and the Nyström product is softmax
+        attention (exactly with ``exact_pinv``; to the iteration's accuracy otherwise)."""
+        m = options.landmarks
+        if m < n:
+            return None
+        how = f"landmarks m = {m} ≥ n = {n}: every token is its own landmark"
+        if options.conv_kernel:
+            how += f" (plus the depthwise-conv skip, kernel {options.conv_kernel})"
+        return how
+
     def pinv(self, a: Tensor) -> Tensor:
         dtype = a.dtype
         with torch.autocast(device_type=a.device.type, enabled=False):

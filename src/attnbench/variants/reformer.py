@@ -120,6 +120,14 @@ class Reformer(Attention):
         # the rotations used in eval mode (training draws fresh ones every call)
         self.register_buffer("eval_rotations", self.draw_rotations(torch.device("cpu")))
 
+    @classmethod
+    def dense_reason(cls, options: ReformerOptions, n: int) -> str | None:
+        """chunk_len ≥ n: one chunk holds every token, so hashing and sorting select
+        nothing — dense shared-QK attention (oneself only when no other key is left)."""
+        if options.chunk_len >= n:
+            return f"chunk_len {options.chunk_len} ≥ n = {n}: one chunk, the LSH selects nothing"
+        return None
+
     def draw_rotations(self, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
         o: ReformerOptions = self.options
         shape = (self.dims.n_heads, self.dims.head_dim, o.n_hashes, max(self.n_buckets // 2, 1))

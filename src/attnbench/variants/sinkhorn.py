@@ -108,6 +108,15 @@ class Sinkhorn(MultiHeadAttention):
             nn.ReLU(),
         )
 
+    @classmethod
+    def dense_reason(cls, options: SinkhornOptions, n: int) -> str | None:
+        """Dense when one block holds the sequence: it attends to itself, and its sorted
+        block is itself again (S = [1]), which duplicates every key without changing the
+        softmax."""
+        if options.block >= n:
+            return f"block {options.block} ≥ n = {n}: one block, attending to itself"
+        return None
+
     def sorting_matrix(self, x: Tensor, token_valid: Tensor) -> Tensor:
         """Soft permutation S (B, H, N, N) of the blocks of x (B, N·b, d); rows: sorted slots."""
         o: SinkhornOptions = self.options

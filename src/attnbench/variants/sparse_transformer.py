@@ -157,6 +157,30 @@ class SparseTransformerAttention(BlockSparseAttention):
         if self.options.combine == "heads" and dims.n_heads < 2:
             raise ValueError("combine='heads' needs at least 2 heads; use 'merged' or 'layers'")
 
+    @classmethod
+    def dense_reason(cls, options: SparseTransformerOptions, n: int) -> str | None:
+        """Dense when A⁽¹⁾ ∪ A⁽²⁾ covers every pair (``merged``) or each of A⁽¹⁾, A⁽²⁾
+        does alone (``heads``/``layers``: each head or layer attends with one of them).
+
+        Strided: A⁽¹⁾ (|i − j| ≤ l) covers all pairs iff l ≥ n − 1, A⁽²⁾ ((i − j) mod l
+        = 0) iff l = 1; their union iff either does (distance l + 1 is in neither).
+        Fixed: A⁽¹⁾ (own block) iff n ≤ l, A⁽²⁾ (summary columns) iff c = l; the union
+        iff either (a non-summary key in another block is in neither).
+        """
+        l, c = options.stride, options.c  # noqa: E741 - the paper's name
+        if options.pattern == "strided":
+            first = f"stride {l} ≥ n − 1 = {n - 1}: the band A⁽¹⁾ holds every pair"
+            second = "stride 1: every key is on the strided component A⁽²⁾"
+            covered = (l >= n - 1, l == 1 or n <= 1)
+        else:
+            first = f"stride {l} ≥ n = {n}: the sequence is one block of A⁽¹⁾"
+            second = f"c = stride = {l}: every position is a summary column of A⁽²⁾"
+            covered = (n <= l, c == l)
+        reasons = [why for why, ok in zip((first, second), covered, strict=True) if ok]
+        if options.combine == "merged":
+            return reasons[0] if reasons else None
+        return "; ".join(reasons) if len(reasons) == 2 else None
+
     def pattern(self, length: int, causal: bool, device: torch.device) -> SparsePattern:
         return sparse_transformer_pattern(
             length, self.options, causal, self.dims.n_heads, self.dims.layer_index, device

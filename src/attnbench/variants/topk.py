@@ -97,6 +97,13 @@ class TopK(MultiHeadAttention):
         super().__init__(dims, options)
         self.options: TopKOptions
 
+    @classmethod
+    def dense_reason(cls, options: TopKOptions, n: int) -> str | None:
+        """k ≥ n: every key is kept — vanilla attention."""
+        if options.k >= n:
+            return f"k = {options.k} ≥ n = {n}: every key is kept"
+        return None
+
     def attend(
         self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext
     ) -> tuple[Tensor, Tensor | None]:
