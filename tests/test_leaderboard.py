@@ -1,4 +1,10 @@
-"""Tests for the leaderboard built from run records (attnbench.leaderboard)."""
+"""Tests for the leaderboard built from run records (attnbench.leaderboard).
+
+Bold, ranks, family averages and ▲/▼ appear only on tasks with signal (the reference
+beats the strongest trivial baseline by ≥ 2 seed std), so fixtures that test them give
+the reference at least two seeds; the statistics themselves are tested in
+tests/test_verdicts.py.
+"""
 
 from __future__ import annotations
 
@@ -47,7 +53,9 @@ def make_record(
     if status == "ok":
         metrics["test"] = {metric: value}
         metrics["val"] = {metric: None if value is None else value + 0.01}
-        metrics["baselines"] = {"majority_class": 0.18} if metric == "accuracy" else {}
+        metrics["baselines"] = (
+            {"majority_class": 0.18} if metric == "accuracy" else {"unigram": 50.0, "kn": 40.0}
+        )
     record: dict[str, Any] = {
         "schema_version": 1,
         "status": status,
@@ -97,8 +105,14 @@ def build(tmp_path: Path, records: list[dict[str, Any]], extra_files: list[Path]
     return result, md.read_text(encoding="utf-8"), csv
 
 
-def main_table(markdown: str) -> dict[str, dict[str, str]]:
-    """Parse the first main table into {variant: {header: cell}}."""
+NO_SIGNAL = re.compile(r" ⚠ no signal\[\^\d+\]$")
+
+
+def main_table(markdown: str, *, raw: bool = False) -> dict[str, dict[str, str]]:
+    """Parse the first main table into {variant: {header: cell}}.
+
+    Headers lose their `` ⚠ no signal[^k]`` flag unless ``raw``.
+    """
     lines = markdown.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| variant |"))
     table = []
@@ -107,6 +121,8 @@ def main_table(markdown: str) -> dict[str, dict[str, str]]:
             break
         table.append(line)
     header = split_row(table[0])
+    if not raw:
+        header = [NO_SIGNAL.sub("", h) for h in header]
     rows = {}
     for line in table[2:]:
         cells = split_row(line)
@@ -157,6 +173,9 @@ def test_mean_std_n(tmp_path: Path) -> None:
     assert table["vanilla"][ACC] == "**45.00 ± 7.07 (n=2)**"
     assert table["linear"][ACC] == "30.00 (n=1)"
     assert table["vanilla"][PPL] == "**12.00 ± 2.00 (n=3)**"
+    # every cell is mean ± seed std (n), the std from the ok seeds only
+    assert result.analysis is not None
+    assert result.analysis.seeds[("default", "lm", "vanilla")] == [(0, 10.0), (1, 12.0), (2, 14.0)]
     assert result.n_records == 6
     assert result.n_skipped == 0
     assert result.tasks == ["listops", "lm"]
@@ -168,25 +187,35 @@ def test_rows_vanilla_first_then_sorted_columns_sorted(tmp_path: Path) -> None:
         make_record(variant="alpha")
     ]
     _, md, _ = build(tmp_path, records)
-    assert list(main_table(md)) == ["vanilla", "alpha", "zeta"]
-    header = next(line for line in md.splitlines() if line.startswith("| variant |"))
-    assert split_row(header) == ["variant", ACC, PPL, "mean rank ↓"]
+    assert list(main_table(md)) == ["vanilla", "alpha", "zeta", "*strongest trivial baseline*"]
+    assert list(main_table(md)["vanilla"]) == ["variant", ACC, PPL, "mean rank ↓"]
 
 
 def test_best_in_bold_respects_direction(tmp_path: Path) -> None:
     records = [
         make_record(variant="vanilla", value=0.60),
+        make_record(variant="vanilla", seed=1, value=0.62),
         make_record(variant="linear", value=0.70),
         make_record("lm", variant="vanilla", value=20.0),
+        make_record("lm", variant="vanilla", seed=1, value=21.0),
         make_record("lm", variant="linear", value=30.0),
     ]
     _, md, _ = build(tmp_path, records)
     table = main_table(md)
     assert table["linear"][ACC] == "**70.00 (n=1)**"
-    assert table["vanilla"][ACC] == "60.00 (n=1)"
+    assert table["vanilla"][ACC] == "61.00 ± 1.41 (n=2)"
     # perplexity: lower is better
-    assert table["vanilla"][PPL] == "**20.00 (n=1)**"
+    assert table["vanilla"][PPL] == "**20.50 ± 0.71 (n=2)**"
     assert table["linear"][PPL] == "30.00 (n=1)"
+
+
+def test_no_bold_without_signal(tmp_path: Path) -> None:
+    """One seed each: no noise estimate, so no task has signal and nothing is 'best'."""
+    records = [make_record(value=0.60), make_record(variant="linear", value=0.70)]
+    _, md, _ = build(tmp_path, records)
+    table = main_table(md)
+    assert table["linear"][ACC] == "70.00 (n=1)"
+    assert "**" not in table["vanilla"][ACC]
 
 
 def test_na_cell_with_footnote(tmp_path: Path) -> None:
@@ -206,7 +235,7 @@ def test_na_cell_with_footnote(tmp_path: Path) -> None:
     label = acc_cell[len("n/a[^") : -1]
     notes = footnotes(md)
     assert notes[label] == r"needs causal masking \| not supported"
-    assert len(notes) == 1
+    assert list(notes.values()).count(notes[label]) == 1
 
 
 def test_failed_and_diverged_never_averaged(tmp_path: Path) -> None:
@@ -221,7 +250,7 @@ def test_failed_and_diverged_never_averaged(tmp_path: Path) -> None:
     _, md, csv = build(tmp_path, records)
     table, notes = main_table(md), footnotes(md)
     cell = table["vanilla"][ACC]
-    match = re.fullmatch(r"\*\*40\.00 \(n=1\)\*\*, 1 failed\[\^(\d+)\]", cell)
+    match = re.fullmatch(r"40\.00 \(n=1\), 1 failed\[\^(\d+)\]", cell)
     assert match, cell
     assert notes[match.group(1)] == "CUDA out of memory"
     match = re.fullmatch(r"diverged\[\^(\d+)\]", table["linear"][ACC])
@@ -239,9 +268,7 @@ def test_failed_and_diverged_never_averaged(tmp_path: Path) -> None:
 def test_ok_record_without_metric_value_is_flagged(tmp_path: Path) -> None:
     records = [make_record(seed=0, value=0.4), make_record(seed=1, value=None)]
     _, md, _ = build(tmp_path, records)
-    assert re.fullmatch(
-        r"\*\*40\.00 \(n=1\)\*\*, 1 no value\[\^\d+\]", main_table(md)["vanilla"][ACC]
-    )
+    assert re.fullmatch(r"40\.00 \(n=1\), 1 no value\[\^\d+\]", main_table(md)["vanilla"][ACC])
 
 
 def test_missing_pair_is_a_dash_distinct_from_na(tmp_path: Path) -> None:
@@ -290,7 +317,7 @@ def test_duplicate_run_is_skipped_not_double_counted(tmp_path: Path) -> None:
     assert result.n_records == 1
     assert result.skipped[0][0] == files[1]
     assert "duplicate run" in result.skipped[0][1]
-    assert main_table(result.markdown)["vanilla"][ACC] == "**40.00 (n=1)**"
+    assert main_table(result.markdown)["vanilla"][ACC] == "40.00 (n=1)"
 
 
 def test_csv_one_row_per_record_round_trips(tmp_path: Path) -> None:
@@ -396,8 +423,9 @@ def test_sections_datasets_details_baselines_footer(tmp_path: Path) -> None:
         "| listops | vanilla | 0, 1 | 2 ok | 1,234,567 | 10.5 | 5,000 | 2.0 | cpu (2 threads) |"
         in md
     )
-    # baselines scaled like the metric
-    assert "- **listops** (accuracy (%)): majority_class 18.00" in md
+    # baselines scaled like the metric, the strongest marked
+    assert "- **listops** (accuracy (%)): majority_class 18.00 (strongest)" in md
+    assert "- **lm** (perplexity): kn 40.00 (strongest), unigram 50.00" in md
     # mixed commits visible in the footer
     footer = md.split("## Reproducibility", 1)[1]
     assert "git commit(s) ⚠ mixed commits: `abc123`, `def456`" in footer
@@ -417,7 +445,13 @@ def test_profiles_are_not_mixed(tmp_path: Path) -> None:
     result, md, _ = build(tmp_path, records)
     assert result.profiles == ["default", "full"]
     assert "profile(s): `default`, `full`" in md
-    default, full = md.split("## Results: profile `full`")
+    # one signal check per profile at the top, then one results section per profile
+    checks, results = md.split("## Datasets")
+    check_default, check_full = checks.split("## Signal check: profile `full`")
+    assert "## Signal check: profile `default`" in check_default
+    assert "| 40.00 (n=1) |" in check_default and "80.00" not in check_default
+    assert "| 80.00 (n=1) |" in check_full
+    default, full = results.split("## Results: profile `full`")
     assert "40.00 (n=1)" in default and "80.00" not in default
     assert "80.00 (n=1)" in full
 
@@ -437,7 +471,7 @@ def test_gfm_tables_have_consistent_columns(tmp_path: Path) -> None:
             while j < len(lines) and lines[j].startswith("|"):
                 assert len(split_row(lines[j])) == width, lines[j]
                 j += 1
-    assert footnotes(md)["1"] == r"a \| b c"
+    assert r"a \| b c" in footnotes(md).values()
 
 
 def test_empty_input_still_builds(tmp_path: Path) -> None:
@@ -458,8 +492,13 @@ def test_ranks_and_family_average(tmp_path: Path) -> None:
     records = []
     for task, scores in {"listops": (0.5, 0.7, 0.6), "text": (0.8, 0.6, 0.6)}.items():
         for variant, value in zip(("vanilla", "linear", "local"), scores, strict=True):
-            records.append(make_record(task, variant=variant, value=value, task_family="lra"))
-    records.append(make_record("lm", value=12.0))  # lower-is-better: not averaged in
+            seeds = (value - 0.01, value + 0.01) if variant == "vanilla" else (value,)
+            for seed, x in enumerate(seeds):
+                records.append(
+                    make_record(task, variant=variant, seed=seed, value=x, task_family="lra")
+                )
+    # lower-is-better: ranked, not averaged in
+    records += [make_record("lm", value=12.0), make_record("lm", seed=1, value=12.2)]
     _, md, _ = build(tmp_path, records)
     table = main_table(md)
     # family average = mean of the task columns (in %); lm stays out of it
@@ -477,8 +516,10 @@ def test_ranks_and_family_average(tmp_path: Path) -> None:
 
 def test_family_average_needs_every_task(tmp_path: Path) -> None:
     records = [
-        make_record("listops", variant="vanilla", value=0.5),
-        make_record("text", variant="vanilla", value=0.6, task_family="lra"),
+        make_record("listops", variant="vanilla", value=0.49),
+        make_record("listops", variant="vanilla", seed=1, value=0.51),
+        make_record("text", variant="vanilla", value=0.59, task_family="lra"),
+        make_record("text", variant="vanilla", seed=1, value=0.61, task_family="lra"),
         make_record("listops", variant="linear", value=0.5),
         make_record("text", variant="linear", status="n/a", reason="r", task_family="lra"),
     ]
@@ -487,26 +528,144 @@ def test_family_average_needs_every_task(tmp_path: Path) -> None:
     assert table["linear"]["LRA stand-ins avg (2) ↑"] == "—"
 
 
+def _seeded(task: str, variant: str, values: list[float], **extra: Any) -> list[dict[str, Any]]:
+    """Records of one (task, variant), one per seed value."""
+    return [
+        make_record(task, variant=variant, seed=seed, value=value, **extra)
+        for seed, value in enumerate(values)
+    ]
+
+
+def test_noise_task_is_marked_and_left_out_planted_difference_is_marked(tmp_path: Path) -> None:
+    records = [
+        *_seeded("listops", "vanilla", [0.50, 0.51, 0.52]),
+        *_seeded("listops", "linear", [0.90]),  # planted: 39 points better
+        *_seeded("listops", "local", [0.505]),
+        *_seeded("text", "vanilla", [0.50, 0.51, 0.49], task_family="lra"),
+        *_seeded("text", "linear", [0.95], task_family="lra"),  # on a task without signal
+        *_seeded("text", "local", [0.20], task_family="lra"),
+    ]
+    for rec in records:
+        if rec["task"] == "text":
+            rec["metrics"]["baselines"] = {"majority_class": 0.5}
+    result, md, _ = build(tmp_path, records)
+    raw = main_table(md, raw=True)
+    text_header = next(h for h in raw["vanilla"] if h.startswith("text "))
+    label = re.fullmatch(r"text accuracy \(%\) ↑ ⚠ no signal\[\^(\d+)\]", text_header)
+    assert label, text_header
+    note = footnotes(md)[label.group(1)]
+    assert "does not beat the strongest trivial baseline (majority_class)" in note
+    table = main_table(md)
+    text = "text accuracy (%) ↑"
+    # the planted difference: signal, ▲ on the right variant only
+    signal = md.split("## Signal check", 1)[1].split("##", 1)[0]
+    assert re.search(r"^\| listops \|.*\| \*\*signal\*\* \|$", signal, re.MULTILINE)
+    assert re.search(r"^\| text \|.*\| ⚠ no signal: .*does not beat", signal, re.MULTILINE)
+    assert table["linear"][ACC] == "**90.00 (n=1)** ▲"
+    assert table["local"][ACC] == "50.50 (n=1)"
+    # the noise task: shown, never marked, bolded, ranked or averaged
+    assert table["linear"][text] == "95.00 (n=1)"
+    assert table["local"][text] == "20.00 (n=1)"
+    assert all("▲" not in row[text] and "▼" not in row[text] for row in table.values())
+    ranks = md.split("### Ranks", 1)[1].split("###", 1)[0]
+    assert "| variant | listops | mean rank |" in ranks
+    assert "| linear | 1 | 1.0 |" in ranks
+    family = "LRA stand-ins avg (1 of 2 with signal) ↑"
+    assert [table[v][family] for v in ("vanilla", "linear", "local")] == ["51.00", "90.00", "50.50"]
+    assert result.analysis is not None
+    assert set(result.analysis.comparisons) == {
+        ("default", "listops", "linear"),
+        ("default", "listops", "local"),
+    }
+    assert "Holm–Bonferroni correction over all 2 comparison(s)" in md
+
+
+def test_dense_cell_is_shown_unranked_untested(tmp_path: Path) -> None:
+    reason = "window 32 ≥ n = 25"
+    records = [
+        *_seeded("listops", "vanilla", [0.50, 0.51, 0.52]),
+        *_seeded("listops", "local-32", [0.99], dense_at_length=reason),
+        *_seeded("listops", "linear", [0.40]),
+        *_seeded("text", "vanilla", [0.70, 0.71, 0.72], task_family="lra"),
+        *_seeded("text", "local-32", [0.70], task_family="lra"),
+        *_seeded("text", "linear", [0.71], task_family="lra"),
+    ]
+    result, md, _ = build(tmp_path, records)
+    table = main_table(md)
+    cell = re.fullmatch(r"99\.00 \(n=1\) \(dense\)\[\^(\d+)\]", table["local-32"][ACC])
+    assert cell, table["local-32"][ACC]
+    assert reason in footnotes(md)[cell.group(1)]
+    assert table["vanilla"][ACC] == "**51.00 ± 1.00 (n=3)**"  # best among ranked cells
+    ranks = md.split("### Ranks", 1)[1].split("###", 1)[0]
+    assert "| local-32 | — | 3 | 3.0 |" in ranks  # text: vanilla = linear = 1.5
+    assert table["local-32"]["LRA stand-ins avg (2) ↑"] == "—"
+    assert result.analysis is not None
+    assert ("default", "listops", "local-32") not in result.analysis.comparisons
+    assert ("default", "text", "local-32") in result.analysis.comparisons
+
+
+def test_control_row_and_baseline_row(tmp_path: Path) -> None:
+    records = [
+        *_seeded("listops", "vanilla", [0.50, 0.51, 0.52]),
+        *_seeded("listops", "a-none", [0.18], capabilities={"mixes_tokens": False}),
+        *_seeded("listops", "linear", [0.49]),
+        *_seeded("lm", "vanilla", [10.0, 10.2]),
+    ]
+    result, md, _ = build(tmp_path, records)
+    table = main_table(md)
+    control = "a-none (control: no token mixing)"
+    assert list(table) == ["vanilla", "linear", control, "*strongest trivial baseline*"]
+    assert result.variants == ["vanilla", "linear", "a-none"]
+    assert table["*strongest trivial baseline*"][ACC] == "18.00"
+    assert table["*strongest trivial baseline*"][PPL] == "40.00"  # kn beats unigram
+    assert table[control][ACC] == "18.00 (n=1) ▼"
+    signal = md.split("## Signal check", 1)[1].split("##", 1)[0]
+    assert "| a-none 18.00 |" in signal  # the control's mean in the signal check
+    assert "| majority_class 18.00 |" in signal
+
+
+def test_reference_variant_from_records(tmp_path: Path) -> None:
+    ref = {"reference_variant": "softmax"}
+    records = [
+        *_seeded("listops", "softmax", [0.50, 0.51, 0.52], **ref),
+        *_seeded("listops", "vanilla", [0.10], **ref),
+        *_seeded("listops", "zeta", [0.505], **ref),
+    ]
+    _, md, _ = build(tmp_path, records)
+    assert list(main_table(md))[:3] == ["softmax", "vanilla", "zeta"]
+    assert "| `softmax` |" in md
+    assert main_table(md)["vanilla"][ACC] == "10.00 (n=1) ▼"
+    assert "than the reference `softmax`" in md
+    assert "| reference `softmax`: mean ± std (n) |" in md
+
+
 def test_significance_marks_and_manifest(tmp_path: Path) -> None:
+    """▲/▼ come from the seed-level test; the paired bootstrap stays in the manifest."""
     import json
 
     gold = [i % 2 for i in range(200)]
     weak = [g if i % 2 else 1 - g for i, g in enumerate(gold)]  # 50% right
-    runs = {"vanilla": weak, "strong": gold, "same": weak}
+
+    def improved(k: int) -> list[int]:
+        return [g if i < 2 * k else p for i, (p, g) in enumerate(zip(weak, gold, strict=True))]
+
+    runs = {("vanilla", s): improved(s) for s in range(3)}  # 50.0, 50.5, 51.0 %
+    runs[("strong", 0)] = gold
+    runs[("same", 0)] = weak
     records = []
-    for variant, predictions in runs.items():
+    for (variant, seed), predictions in runs.items():
         correct = sum(p == g for p, g in zip(predictions, gold, strict=True))
-        rec = make_record(variant=variant, value=correct / 200)
-        rec["artifacts"] = {"predictions": "seed0.predictions.jsonl"}
+        rec = make_record(variant=variant, seed=seed, value=correct / 200)
+        rec["artifacts"] = {"predictions": f"seed{seed}.predictions.jsonl"}
         records.append(rec)
     files = write_all(tmp_path / "runs", records)
     for file in files:
-        variant = file.parent.name
+        variant, seed = file.parent.name, int(file.stem[len("seed") :])
         lines = [
             json.dumps({"index": i, "prediction": p, "target": g})
-            for i, (p, g) in enumerate(zip(runs[variant], gold, strict=True))
+            for i, (p, g) in enumerate(zip(runs[(variant, seed)], gold, strict=True))
         ]
-        (file.parent / "seed0.predictions.jsonl").write_text("\n".join(lines) + "\n")
+        (file.parent / f"seed{seed}.predictions.jsonl").write_text("\n".join(lines) + "\n")
     md_path, manifest_path = tmp_path / "lb.md", tmp_path / "manifest.json"
     result = build_leaderboard(files, md_path, tmp_path / "lb.csv", manifest_json=manifest_path)
     table = main_table(result.markdown)
@@ -514,7 +673,17 @@ def test_significance_marks_and_manifest(tmp_path: Path) -> None:
     assert "▲" not in table["same"][ACC] and "▼" not in table["same"][ACC]
     manifest = json.loads(manifest_path.read_text())
     info = manifest["profiles"]["default"]
-    assert info["seeds"] == [0] and info["command"] == "snakemake --cores all"
-    assert {r["variant"] for r in info["runs"]} == set(runs)
+    assert info["seeds"] == [0, 1, 2] and info["command"] == "snakemake --cores all"
+    assert {r["variant"] for r in info["runs"]} == {v for v, _ in runs}
     tested = {t["variant"]: t for t in manifest["significance"]}
     assert tested["strong"]["significant"] and not tested["same"]["significant"]
+    assert tested["strong"]["method"] == "prediction-interval t-test"
+    assert tested["strong"]["mark"] == "▲" and tested["strong"]["p_holm"] <= 0.05
+    assert manifest["alpha"] == 0.05
+    assert manifest["reference_variants"] == {"default": "vanilla"}
+    assert [s["verdict"] for s in manifest["signal"]] == ["signal"]
+    # the paired bootstrap (extra information) pairs each seed with vanilla's same seed
+    boot = {(t["variant"], t["seed"]): t for t in manifest["paired_bootstrap"]}
+    assert set(boot) == {("strong", 0), ("same", 0)}
+    assert boot[("strong", 0)]["significant"] and not boot[("same", 0)]["significant"]
+    assert "Paired bootstrap tests over the test examples" in result.markdown

@@ -49,12 +49,26 @@ class _Checker(HTMLParser):
         self.stack.pop()
 
 
+#: (variant, seed) -> test accuracy (None: n/a). vanilla, the reference, has 3 seeds.
+RUNS = {
+    ("vanilla", 0): 0.60,
+    ("vanilla", 1): 0.61,
+    ("vanilla", 2): 0.62,
+    ("linear", 0): 0.90,
+    ("no-mixing", 0): 0.50,
+    ("no-mixing", 1): 0.52,
+    ("reformer", 0): None,
+}
+#: listops has signal; on text the reference does not beat its strongest baseline.
+BASELINES = {"listops": {"majority_class": 0.5}, "text": {"majority_class": 0.62}}
+
+
 def _records(root: Path) -> list[Path]:
     rng = np.random.default_rng(0)
     gold = rng.integers(0, 2, 100)
     for task in ("listops", "text"):
-        for variant, accuracy in (("vanilla", 0.6), ("linear", 0.9), ("reformer", None)):
-            path = record_path(root, "default", task, variant, 0)
+        for (variant, seed), accuracy in RUNS.items():
+            path = record_path(root, "default", task, variant, seed)
             record = {
                 "schema_version": 1,
                 "status": "ok" if accuracy else "n/a",
@@ -63,7 +77,10 @@ def _records(root: Path) -> list[Path]:
                 "task_family": "lra",
                 "dataset": {"name": f"{task}-gen", "source": "generated", "stand_in": False},
                 "variant": variant,
-                "seed": 0,
+                "capabilities": {"mixes_tokens": variant != "no-mixing"},
+                "reference_variant": "vanilla",
+                "dense_at_length": None,
+                "seed": seed,
                 "profile": "default",
                 "metric": {"name": "accuracy", "higher_is_better": True},
                 "metrics": {},
@@ -79,11 +96,13 @@ def _records(root: Path) -> list[Path]:
                 "finished_at": "2026-11-21T10:00:00+00:00",
             }
             if accuracy:
-                pred = np.where(rng.random(100) < accuracy, gold, 1 - gold)
+                right = round(accuracy * len(gold))  # the first `right` examples are right
+                pred = np.where(np.arange(len(gold)) < right, gold, 1 - gold)
                 record["metrics"] = {
                     "test": {"accuracy": float(np.mean(pred == gold))},
                     "val": {"accuracy": 0.5},
                     "best_step": 10,
+                    "baselines": BASELINES[task],
                 }
                 record["history"] = [
                     {"step": s, "val": {"accuracy": 0.5 + 0.01 * s}} for s in (10, 20)
@@ -97,15 +116,15 @@ def _records(root: Path) -> list[Path]:
                     ],
                 }
                 path.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(path.with_name("seed0.attention.npz"), weights=weights.astype("f2"))
+                np.savez(path.with_name(f"seed{seed}.attention.npz"), weights=weights.astype("f2"))
                 lines = [
                     json.dumps({"index": i, "prediction": int(p), "target": int(g)})
                     for i, (p, g) in enumerate(zip(pred, gold, strict=True))
                 ]
-                path.with_name("seed0.predictions.jsonl").write_text("\n".join(lines) + "\n")
+                path.with_name(f"seed{seed}.predictions.jsonl").write_text("\n".join(lines) + "\n")
                 record["artifacts"] = {
-                    "predictions": "seed0.predictions.jsonl",
-                    "attention_maps": "seed0.attention.npz",
+                    "predictions": f"seed{seed}.predictions.jsonl",
+                    "attention_maps": f"seed{seed}.attention.npz",
                 }
             write_record(path, record)
     return list(iter_record_files(root))
@@ -173,6 +192,8 @@ def test_figures_cover_every_section(built) -> None:
     for stem in (
         "quality_cost_default",
         "task_default_listops",
+        "seeds_default_listops",
+        "seeds_default_text",
         "curves_default_text",
         "attention_default_listops",
         "attention_maps_default_listops",
@@ -181,10 +202,71 @@ def test_figures_cover_every_section(built) -> None:
         assert {f"{stem}.png", f"{stem}.svg"} <= names, stem
 
 
-def test_html_shows_na_significance_and_skipped(built) -> None:
+def test_seed_figures_show_seeds_error_bars_and_baseline(built) -> None:
+    """The seed-spread figure has one point per seed and the baseline line; bars, error bars."""
+    out, _ = built
+    spread = (out / "plots" / "seeds_default_listops.svg").read_text(encoding="utf-8")
+    assert "strongest baseline: majority_class" in spread
+    assert "vanilla (reference) seeds" in spread
+    bars = (out / "plots" / "task_default_listops.svg").read_text(encoding="utf-8")
+    assert "vanilla (n=3)" in bars and "linear (n=1)" in bars
+    assert "mean ± seed std" in bars
+
+
+def test_seed_spread_points_match_the_records(tmp_path: Path) -> None:
+    """Every ok seed is one point at its value (scaled), in variant order."""
+    from matplotlib.collections import PathCollection
+
+    from attnbench import report
+
+    records = []
+    for (variant, seed), accuracy in RUNS.items():
+        if accuracy is not None:
+            records.append(
+                {
+                    "profile": "p",
+                    "task": "t",
+                    "variant": variant,
+                    "seed": seed,
+                    "status": "ok",
+                    "metric": {"name": "accuracy", "higher_is_better": True},
+                    "metrics": {"test": {"accuracy": accuracy}, "baselines": {"maj": 0.5}},
+                    "capabilities": {"mixes_tokens": variant != "no-mixing"},
+                }
+            )
+    figures = []
+    original = report._save
+
+    def keep(fig, out_dir, stem):
+        figures.append(fig)
+        return original(fig, out_dir, stem)
+
+    report._save = keep
+    try:
+        report.plot_seed_spread(records, "p", tmp_path)
+    finally:
+        report._save = original
+    (ax,) = figures[0].axes
+    points = [c.get_offsets().tolist() for c in ax.collections if isinstance(c, PathCollection)]
+    assert points == [
+        [[0, 60.0], [0, 61.0], [0, 62.0]],  # the reference first
+        [[1, 90.0]],
+        [[2, 50.0], [2, 52.0]],  # the control last
+    ]
+    assert [line.get_ydata()[0] for line in ax.get_lines()] == [50.0]  # the baseline
+
+
+def test_html_shows_na_significance_signal_and_skipped(built) -> None:
     out, result = built
     page = (out / "leaderboard.html").read_text(encoding="utf-8")
     assert "n/a" in page and "it is not causal" in page
-    assert "▲" in page  # linear is clearly better than vanilla on 100 paired examples
+    # linear is 29 points above vanilla's three seeds (std 1 point): ▲ in its listops cell
+    assert '90.00 (n=1) <span class="up">▲</span>' in page
+    assert page.count('<span class="up">▲</span>') == 1  # not on text: no signal there
+    assert "Signal check" in page and "Heineman et al. 2025" in page
+    assert '<th class="nosignal">text accuracy (%) ↑ ⚠ no signal<sup>' in page
+    assert '<tr class="baseline"><td><em>strongest trivial baseline</em></td>' in page
+    assert "no-mixing</code> (control: no token mixing)" in page
+    assert "Holm–Bonferroni" in page
     assert "broken.json" in page and "Skipped records" in page
     assert result.n_skipped == 1

@@ -1,4 +1,7 @@
-"""Paired bootstrap tests against vanilla: constructed cases with known answers."""
+"""Paired bootstrap tests against the reference: constructed cases with known answers.
+
+The seed-level tests (Welch, prediction interval, Holm) are in tests/test_verdicts.py.
+"""
 
 from __future__ import annotations
 
@@ -144,3 +147,28 @@ def test_unpairable_runs_are_reported_not_compared(tmp_path: Path) -> None:
     table = sig.versus_baseline([a, b, missing])
     assert "targets differ" in table[("p", "t", "other", 0)]["error"]
     assert "no saved predictions" in table[("p", "t", "missing", 0)]["error"]
+
+
+def test_versus_baseline_pairs_with_the_records_reference(tmp_path: Path) -> None:
+    """The bootstrap's baseline is the profile's ``reference_variant``, not a fixed name."""
+    rng = np.random.default_rng(6)
+    gold = rng.integers(0, 2, 120)
+    weak = np.where(rng.random(120) < 0.5, gold, 1 - gold)
+    ref = dict(_run(tmp_path, "softmax", "accuracy", _classification(weak, gold)))
+    other = dict(_run(tmp_path, "vanilla", "accuracy", _classification(gold, gold)))
+    for record in (ref, other):
+        record["reference_variant"] = "softmax"
+    table = sig.versus_baseline([ref, other])
+    assert set(table) == {("p", "t", "vanilla", 0)}
+    assert table[("p", "t", "vanilla", 0)]["significant"]
+    assert table[("p", "t", "vanilla", 0)]["delta"] == pytest.approx(1 - np.mean(weak == gold))
+    # an explicit baseline still wins over the records
+    assert set(sig.versus_baseline([ref, other], "vanilla")) == {("p", "t", "softmax", 0)}
+
+
+def test_reference_variant_default_and_majority() -> None:
+    assert sig.reference_variant([]) == "vanilla"
+    assert sig.reference_variant([{"reference_variant": None}]) == "vanilla"
+    records = [{"reference_variant": "b"}, {"reference_variant": "a"}, {"reference_variant": "b"}]
+    assert sig.reference_variant(records) == "b"
+    assert sig.reference_variant(records[:2]) == "a"  # a tie: by name

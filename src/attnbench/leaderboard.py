@@ -13,6 +13,14 @@ Nothing is silently dropped:
   footnote giving the recorded reason, and are never averaged in;
 * a (task, variant) pair without any record shows ``—``, distinct from ``n/a``.
 
+It claims only what the data support (:mod:`attnbench.verdicts`): a signal check per
+task comes first (the reference variant against the strongest trivial baseline, in
+seed standard deviations, and the signal-to-noise ratio across variants); tasks whose
+verdict is ``none`` stay in the table, marked, but enter no rank, average or mark;
+▲/▼ come from seed-level tests against the reference, Holm–Bonferroni-corrected over
+every comparison of the table; cells whose pattern is dense attention at the task's
+length are shown but neither ranked nor tested.
+
 Typical use::
 
     from attnbench.leaderboard import build_leaderboard
@@ -36,7 +44,8 @@ from typing import Any
 import pandas as pd
 
 from .records import STATUSES, atomic_write_text, load_records
-from .significance import versus_baseline
+from .significance import DEFAULT_REFERENCE, PREDICTION, WELCH, versus_baseline
+from .verdicts import MARGIN_SIGMAS, NONE, SNR_THRESHOLD, Analysis, TaskSignal, analyse
 
 __all__ = [
     "CSV_COLUMNS",
@@ -111,8 +120,10 @@ METRIC_SCALES: dict[str, float] = {
     "bpd": 1.0,
 }
 
-_VANILLA = "vanilla"
 _MISSING = "—"
+_NO_SIGNAL = "⚠ no signal"
+_CONTROL = "(control: no token mixing)"
+_BASELINE_ROW = "strongest trivial baseline"
 _NOT_OK = tuple(status for status in STATUSES if status != "ok")
 _NO_VALUE = "no value"  # an 'ok' record whose primary test metric is absent or not finite
 
@@ -121,9 +132,11 @@ _NO_VALUE = "no value"  # an 'ok' record whose primary test metric is absent or 
 class LeaderboardResult:
     """What :func:`build_leaderboard` read and wrote.
 
-    ``tasks`` is sorted by name; ``variants`` is in table order (``vanilla`` first,
-    then by name). ``skipped`` holds ``(path, reason)`` for every record file that
-    was not used; ``frame`` is the tidy table written to the CSV.
+    ``tasks`` is sorted by name; ``variants`` is in table order (the reference first,
+    then by name, the controls last). ``skipped`` holds ``(path, reason)`` for every
+    record file that was not used; ``frame`` is the tidy table written to the CSV.
+    ``analysis`` holds the signal checks and the seed-level claims behind the marks;
+    ``tests`` the optional paired bootstraps (extra information, no marks).
     """
 
     n_records: int
@@ -136,6 +149,7 @@ class LeaderboardResult:
     markdown: str = ""
     tests: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)  # the records used
+    analysis: Analysis | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -215,9 +229,12 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]], align: Sequence
     return lines
 
 
-def _variant_order(variants: Iterable[str]) -> list[str]:
-    """Variants sorted by name with the reference ``vanilla`` first."""
-    return sorted(set(variants), key=lambda name: (name != _VANILLA, name))
+def _variant_order(
+    variants: Iterable[str], reference: str = DEFAULT_REFERENCE, controls: Iterable[str] = ()
+) -> list[str]:
+    """Variants sorted by name with the reference first and the controls last."""
+    last = set(controls)
+    return sorted(set(variants), key=lambda name: (name != reference, name in last, name))
 
 
 def _is_missing(value: Any) -> bool:
@@ -453,11 +470,12 @@ GLUE_NINE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli
 
 
 def _family_columns(frame: pd.DataFrame) -> list[tuple[str, list[str]]]:
-    """(label, tasks) of each family average that applies to this profile's tasks.
+    """(name, tasks) of each family average that applies to this profile's tasks.
 
     Only families whose tasks all have higher-is-better metrics are averaged (a mean of
     accuracies and perplexities means nothing). A family whose datasets are offline
-    stand-ins is labelled so.
+    stand-ins is labelled so. The name carries no task count: the table adds it once it
+    knows which tasks have signal.
     """
     out: list[tuple[str, list[str]]] = []
     rows = frame.dropna(subset=["task_family"]).drop_duplicates("task")
@@ -470,19 +488,14 @@ def _family_columns(frame: pd.DataFrame) -> list[tuple[str, list[str]]]:
         if family == "lra":
             five = [t for t in tasks if t in LRA_FIVE]
             if len(five) >= 2:
-                out.append((f"LRA{stand_in} avg ({len(five)})", five))
+                out.append((f"LRA{stand_in} avg", five))
             if "pathx" in tasks and len(tasks) >= 2:
-                out.append((f"LRA{stand_in} avg ({len(tasks)})", tasks))
+                out.append((f"LRA{stand_in} avg", tasks))
         elif family == "glue" and set(GLUE_NINE) <= set(tasks):
-            out.append(("GLUE avg (9)", list(GLUE_NINE)))
+            out.append(("GLUE avg", list(GLUE_NINE)))
         elif len(tasks) >= 2:
-            out.append(
-                (
-                    f"{family.upper() if family in ('lra', 'glue') else family}"
-                    f"{stand_in} avg ({len(tasks)})",
-                    tasks,
-                )
-            )
+            name = family.upper() if family in ("lra", "glue") else family
+            out.append((f"{name}{stand_in} avg", tasks))
     return out
 
 
@@ -496,44 +509,59 @@ def _ranks(means: dict[str, float], higher_is_better: bool) -> dict[str, float]:
     return ranks
 
 
-def _significance_mark(tests: list[dict[str, Any]], higher_is_better: bool | None) -> str:
-    """▲ / ▼ when every seed's paired test against vanilla is significant in one direction."""
-    if not tests or higher_is_better is None or any("error" in t for t in tests):
-        return ""
-    if not all(t.get("significant") for t in tests):
-        return ""
-    signs = {math.copysign(1.0, t["delta"]) for t in tests}
-    if len(signs) != 1:
-        return ""
-    better = (signs.pop() > 0) == higher_is_better
-    return " ▲" if better else " ▼"
+Column = tuple[str, str, bool | None]  # (task, metric, higher_is_better)
 
 
 @dataclass
 class _Table:
     """The main table's content, shared by the Markdown and HTML renderers."""
 
-    columns: list[tuple[str, str, bool | None]]
+    profile: str
+    reference: str
+    columns: list[Column]
     variants: list[str]
-    cells: dict[tuple[str, tuple[str, str, bool | None]], _Cell]
-    best: dict[tuple[str, str, bool | None], float]
+    controls: set[str]
+    cells: dict[tuple[str, Column], _Cell]
+    best: dict[Column, float]
     marks: dict[tuple[str, str], str]  # (variant, task) -> ▲/▼
-    families: list[tuple[str, list[str]]]
+    families: list[tuple[str, list[str]]]  # (label, counted tasks)
     family_values: dict[tuple[str, str], float | None]  # (variant, label)
     ranks: dict[tuple[str, str], float]  # (variant, task)
     mean_rank: dict[str, float | None]
+    counted: dict[str, bool]  # task -> has a verdict other than none
+    header_notes: dict[Column, str]  # footnote reference of a no-signal column
+    dense_notes: dict[tuple[str, str], str]  # (variant, task) -> footnote reference
+    baseline_cells: dict[Column, str]  # the strongest trivial baseline per column
+    n_tested: int = 0
+    n_untestable: int = 0
 
 
-def _build_table(
-    frame: pd.DataFrame, notes: _Footnotes, tests: dict[tuple[Any, ...], dict[str, Any]]
-) -> _Table:
+def _build_table(frame: pd.DataFrame, notes: _Footnotes, analysis: Analysis) -> _Table:
+    """The main table of one profile (``frame`` holds that profile's rows only).
+
+    Footnotes are numbered here, in a fixed order (no-signal columns, then cells, then
+    dense cells), so the Markdown and HTML renderers number them alike.
+    """
+    profile = str(frame["profile"].iloc[0]) if len(frame) else ""
+    reference = analysis.reference(profile)
+    controls = set(analysis.controls.get(profile, []))
     columns = _column_keys(frame)
-    variants = _variant_order(frame["variant"])
+    variants = _variant_order(frame["variant"], reference, controls)
+    counted = {task: analysis.counts(profile, task) for task, _, _ in columns}
+
+    header_notes: dict[Column, str] = {}
+    for column in columns:
+        signal = analysis.signals.get((profile, column[0]))
+        if not counted[column[0]]:
+            why = signal.reason if signal else "no ok run of any variant"
+            header_notes[column] = notes.ref(
+                f"no signal on {column[0]}: {why}. Shown, but not ranked, averaged or tested."
+            )
+
     rows_by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in frame.to_dict("records"):
         key = (row["task"], row["metric"], _direction(row["higher_is_better"]), row["variant"])
         rows_by_key.setdefault(key, []).append(row)
-
     cells = {
         (variant, column): _aggregate_cell(
             rows_by_key.get((*column, variant), []), column[1], notes
@@ -541,28 +569,62 @@ def _build_table(
         for variant in variants
         for column in columns
     }
-    best: dict[tuple[str, str, bool | None], float] = {}
+    dense_notes: dict[tuple[str, str], str] = {}
+    for variant in variants:
+        for column in columns:
+            reason = analysis.degenerate.get((profile, column[0], variant))
+            if reason is not None and (variant, column[0]) not in dense_notes:
+                dense_notes[(variant, column[0])] = notes.ref(
+                    f"dense attention at this task's length ({reason}): the variant computes "
+                    "the reference's full attention here, so the cell is neither ranked nor "
+                    f"tested, and family averages over it are {_MISSING}."
+                )
+
+    def ranked(variant: str, column: Column) -> bool:
+        return (
+            counted[column[0]]
+            and column[2] is not None
+            and cells[(variant, column)].mean is not None
+            and (variant, column[0]) not in dense_notes
+        )
+
+    best: dict[Column, float] = {}
     ranks: dict[tuple[str, str], float] = {}
     for column in columns:
-        means = {v: cells[(v, column)].mean for v in variants}
-        present = {v: m for v, m in means.items() if m is not None}
+        present = {v: cells[(v, column)].mean for v in variants if ranked(v, column)}
         if present and column[2] is not None:
-            best[column] = max(present.values()) if column[2] else min(present.values())
-            for v, r in _ranks(present, column[2]).items():
+            values = [m for m in present.values() if m is not None]
+            best[column] = max(values) if column[2] else min(values)
+            for v, r in _ranks(present, column[2]).items():  # type: ignore[arg-type]
                 ranks[(v, column[0])] = r
-    profile = str(frame["profile"].iloc[0]) if len(frame) else ""
-    marks: dict[tuple[str, str], str] = {}
-    for variant in variants:
-        for task, _metric, hib in columns:
-            seeds = [k for k in tests if k[0] == profile and k[1] == task and k[2] == variant]
-            marks[(variant, task)] = _significance_mark([tests[k] for k in seeds], hib)
-    families = _family_columns(frame)
-    family_values: dict[tuple[str, str], float | None] = {}
+    marks = {
+        (variant, task): analysis.mark(profile, task, variant)
+        for variant in variants
+        for task, _, _ in columns
+    }
+
     by_task = {c[0]: c for c in columns}
+    families: list[tuple[str, list[str]]] = []
+    seen: set[tuple[str, ...]] = set()
+    for name, tasks in _family_columns(frame):
+        kept = [t for t in tasks if counted.get(t)]
+        if tuple(kept) in seen and kept:
+            continue  # the same tasks as a family already shown
+        seen.add(tuple(kept))
+        if len(kept) == len(tasks):
+            families.append((f"{name} ({len(tasks)})", kept))
+        else:
+            families.append((f"{name} ({len(kept)} of {len(tasks)} with signal)", kept))
+    family_values: dict[tuple[str, str], float | None] = {}
     for variant in variants:
         for label, tasks in families:
-            values = [cells[(variant, by_task[t])].mean for t in tasks if t in by_task]
-            complete = len(values) == len(tasks) and all(v is not None for v in values)
+            values = [
+                cells[(variant, by_task[t])].mean
+                for t in tasks
+                if t in by_task and (variant, t) not in dense_notes
+            ]
+            complete = bool(tasks) and len(values) == len(tasks)
+            complete = complete and all(v is not None for v in values)
             family_values[(variant, label)] = (
                 sum(v for v in values if v is not None) / len(values) if complete else None
             )
@@ -571,61 +633,156 @@ def _build_table(
     for variant in variants:
         mine = [ranks[(variant, t)] for t in ranked_tasks if (variant, t) in ranks]
         mean_rank[variant] = sum(mine) / len(mine) if mine else None
-    return _Table(columns, variants, cells, best, marks, families, family_values, ranks, mean_rank)
+
+    baseline_cells: dict[Column, str] = {}
+    for column in columns:
+        signal = analysis.signals.get((profile, column[0]))
+        value = signal.baseline_value if signal and signal.metric == column[1] else None
+        baseline_cells[column] = _MISSING if value is None else format_metric(column[1], value)
+    return _Table(
+        profile=profile,
+        reference=reference,
+        columns=columns,
+        variants=variants,
+        controls=controls,
+        cells=cells,
+        best=best,
+        marks=marks,
+        families=families,
+        family_values=family_values,
+        ranks=ranks,
+        mean_rank=mean_rank,
+        counted=counted,
+        header_notes=header_notes,
+        dense_notes=dense_notes,
+        baseline_cells=baseline_cells,
+        n_tested=len(analysis.family(profile)),
+        n_untestable=len(analysis.untested(profile)),
+    )
 
 
-def _is_best(table: _Table, variant: str, column: tuple[str, str, bool | None]) -> bool:
+def _is_best(table: _Table, variant: str, column: Column) -> bool:
+    """Whether the cell holds the best ranked mean of its column."""
     cell = table.cells[(variant, column)]
     return (
         cell.mean is not None
         and column in table.best
+        and (variant, column[0]) in table.ranks
         and math.isclose(cell.mean, table.best[column], rel_tol=1e-12, abs_tol=1e-12)
     )
 
 
-def _column_header(column: tuple[str, str, bool | None]) -> str:
+def _column_header(column: Column) -> str:
+    """``task metric (%) ↑`` for a column."""
     task, metric, hib = column
     percent = " (%)" if metric_scale(metric) == 100.0 else ""
     return f"{_md(task)} {_md(metric) or '?'}{percent}{_arrow(hib)}"
 
 
+def _header_text(table: _Table, column: Column) -> str:
+    """The column header, with ``⚠ no signal`` and its footnote on a no-signal task."""
+    note = table.header_notes.get(column)
+    return _column_header(column) + (f" {_NO_SIGNAL}{note}" if note else "")
+
+
+def _row_label(table: _Table, variant: str) -> str:
+    """The variant's name; the reference in code style, a control labelled as such."""
+    name = f"`{_md(variant)}`" if variant == table.reference else _md(variant)
+    return f"{name} {_CONTROL}" if variant in table.controls else name
+
+
+def _cell_parts(table: _Table, variant: str, column: Column) -> tuple[str, str, str, bool]:
+    """(value text, mark, suffix, best) of one cell: the renderers add their own markup.
+
+    The value text is ``mean ± std (n=k)`` (or the cell's status text when it has no
+    mean); the mark is `` ▲``/`` ▼`` or empty; the suffix holds non-ok seed counts and
+    the dense-attention note.
+    """
+    cell = table.cells[(variant, column)]
+    dense = table.dense_notes.get((variant, column[0]))
+    dense_text = f" (dense){dense}" if dense else ""
+    if cell.mean is None:
+        return cell.text, "", dense_text if cell.text != _MISSING else "", False
+    mark = table.marks.get((variant, column[0]), "")
+    return (
+        cell.bold_part,
+        f" {mark}" if mark else "",
+        cell.suffix + dense_text,
+        _is_best(table, variant, column),
+    )
+
+
 def _main_table(table: _Table) -> list[str]:
-    """Variants × tasks, mean ± std of the primary test metric, best per task in bold."""
-    header = ["variant", *(_column_header(c) for c in table.columns)]
+    """Variants × tasks, mean ± std of the primary test metric, best per task in bold.
+
+    Below the variants, the strongest trivial baseline of every task.
+    """
+    header = ["variant", *(_header_text(table, c) for c in table.columns)]
     header += [f"{_md(label)} ↑" for label, _ in table.families]
     header.append("mean rank ↓")
     body = []
     for variant in table.variants:
-        row = [f"`{_md(variant)}`" if variant == _VANILLA else _md(variant)]
+        row = [_row_label(table, variant)]
         for column in table.columns:
-            cell = table.cells[(variant, column)]
-            mark = table.marks.get((variant, column[0]), "")
-            if _is_best(table, variant, column):
-                row.append(f"**{cell.bold_part}**{mark}{cell.suffix}")
-            elif cell.mean is not None:
-                row.append(f"{cell.bold_part}{mark}{cell.suffix}")
-            else:
-                row.append(cell.text)
+            text, mark, suffix, best = _cell_parts(table, variant, column)
+            row.append(f"**{text}**{mark}{suffix}" if best else f"{text}{mark}{suffix}")
         for label, _ in table.families:
             value = table.family_values[(variant, label)]
             row.append(_MISSING if value is None else f"{value:.2f}")
         rank = table.mean_rank[variant]
         row.append(_MISSING if rank is None else f"{rank:.1f}")
         body.append(row)
+    baseline = [f"*{_BASELINE_ROW}*", *(table.baseline_cells[c] for c in table.columns)]
+    body.append(baseline + [""] * (len(table.families) + 1))
     n = len(table.columns) + len(table.families) + 1
     return _table(header, body, ["l"] + ["r"] * n)
 
 
+def _legend(table: _Table, analysis: Analysis, bootstrap: bool) -> list[str]:
+    """What the marks, ranks and averages mean: the test, α and the correction."""
+    reference = f"`{_md(table.reference)}`"
+    lines = [
+        f"▲/▼: significantly better/worse than the reference {reference} on that task. "
+        f"Seed-level test on the per-seed test values: {WELCH} when both sides have ≥ 2 "
+        f"seeds; a {PREDICTION} when the variant has 1 seed and the reference ≥ 3 "
+        "(t = (x − mean_ref) / (s_ref·√(1 + 1/n_ref)), df = n_ref − 1, which assumes the "
+        "variant's seed noise equals the reference's). Two-sided, α = "
+        f"{analysis.alpha:g}, Holm–Bonferroni correction over all {table.n_tested} "
+        "comparison(s) of this table (every variant × task with signal, except the "
+        "reference and dense-at-length cells), controlling the family-wise error rate.",
+        "",
+        f"Not testable, so never marked: {table.n_untestable} pair(s) with other seed counts "
+        "(e.g. 1 seed against fewer than 3 of the reference), as well as every task "
+        f"marked {_NO_SIGNAL} and every dense cell. No mark means no claim, not "
+        "'equal': with few seeds only large differences can be shown.",
+        "",
+        f"Ranks, mean rank, best-in-**bold** and family averages use only tasks with signal "
+        f"(the signal check above); a task marked {_NO_SIGNAL} is shown but left out, with "
+        "its reason in a footnote. '(dense)' marks a cell whose pattern is dense attention "
+        f"at the task's length: not ranked, not tested, family averages over it are {_MISSING}. "
+        f"The *{_BASELINE_ROW}* row is the best of the task's trivial baselines (all are "
+        "listed under Baselines).",
+    ]
+    if bootstrap:
+        lines += [
+            "",
+            "Paired bootstrap tests over the test examples (per seed, against the reference) "
+            "are in the manifest as extra information; they measure test-set sampling, not "
+            "seed noise, and set no mark.",
+        ]
+    return lines
+
+
 def _ranks_table(table: _Table) -> list[str]:
-    """Rank of every variant on every task (1 = best), sorted by mean rank."""
-    tasks = [c[0] for c in table.columns if c[2] is not None]
+    """Rank of every variant on every task with signal (1 = best), sorted by mean rank."""
+    tasks = [c[0] for c in table.columns if c[2] is not None and table.counted[c[0]]]
     order = sorted(
         table.variants,
         key=lambda v: (table.mean_rank[v] is None, table.mean_rank[v] or 0.0, v),
     )
     body = []
     for variant in order:
-        row = [f"`{_md(variant)}`" if variant == _VANILLA else _md(variant)]
+        row = [_row_label(table, variant)]
         for task in tasks:
             r = table.ranks.get((variant, task))
             row.append(_MISSING if r is None else (f"{r:.0f}" if r == int(r) else f"{r:.1f}"))
@@ -637,13 +794,111 @@ def _ranks_table(table: _Table) -> list[str]:
     )
 
 
+def _signed(value: float | None) -> str:
+    """A margin in σ with its sign (``+5.3``), ``∞`` kept, ``—`` for none."""
+    if value is None:
+        return _MISSING
+    if math.isinf(value):
+        return "+∞" if value > 0 else "−∞"
+    return f"{value:+.1f}".replace("-", "−")
+
+
+def _signal_row(signal: TaskSignal) -> list[str]:
+    """One row of the signal-check table."""
+    metric = signal.metric
+    percent = " (%)" if metric_scale(metric) == 100.0 else ""
+    ref = _MISSING
+    if signal.reference_mean is not None:
+        ref = format_metric(metric, signal.reference_mean)
+        if signal.reference_std is not None:
+            ref += f" ± {format_metric(metric, signal.reference_std)}"
+        ref += f" (n={signal.reference_n})"
+    baseline = _MISSING
+    if signal.baseline_name is not None and signal.baseline_value is not None:
+        baseline = f"{_md(signal.baseline_name)} {format_metric(metric, signal.baseline_value)}"
+    best = _MISSING
+    if signal.best_variant is not None:
+        best = f"{_md(signal.best_variant)} {_signed(signal.best_margin)}"
+    snr = _MISSING if signal.snr is None else f"{signal.snr:.2f}"
+    controls = (
+        "; ".join(
+            f"{_md(name)} {_MISSING if mean is None else format_metric(metric, mean)}"
+            for name, mean in signal.controls
+        )
+        or _MISSING
+    )
+    if signal.verdict == NONE:
+        verdict = f"{_NO_SIGNAL}: {_md(signal.reason)}"
+    elif signal.verdict == "weak":
+        verdict = f"weak: {_md(signal.reason)}"
+    else:
+        verdict = f"**{signal.verdict}**"
+    return [
+        _md(signal.task),
+        f"{_md(metric) or '?'}{percent}{_arrow(signal.higher_is_better)}",
+        ref,
+        baseline,
+        _signed(signal.reference_margin),
+        best,
+        snr,
+        controls,
+        verdict,
+    ]
+
+
+def _signal_section(analysis: Analysis, profile: str) -> list[str]:
+    """The signal check of a profile: a table, then how to read it."""
+    signals = [s for (p, _), s in sorted(analysis.signals.items()) if p == profile]
+    if not signals:
+        return []
+    reference = f"`{_md(analysis.reference(profile))}`"
+    header = [
+        "task",
+        "metric",
+        f"reference {reference}: mean ± std (n)",
+        "strongest trivial baseline",
+        "reference margin (σ)",
+        "best variant (margin σ)",
+        "SNR",
+        "control (no token mixing)",
+        "verdict",
+    ]
+    rows = [_signal_row(s) for s in signals]
+    lines = [f"## Signal check: profile `{_md(profile)}`", ""]
+    lines.append(
+        "Does each task separate the variants at all? Computed from the run records before "
+        "any ranking; only tasks whose verdict is not 'none' count below."
+    )
+    lines.append("")
+    lines += _table(header, rows, ["l", "l", "r", "l", "r", "l", "r", "l", "l"])
+    lines += [
+        "",
+        "σ = the reference's seed standard deviation (the within-variant seed std pooled "
+        "over the variants with ≥ 2 seeds where the reference has 1 seed). Margins = "
+        "(mean − strongest trivial baseline) / σ, signed so that positive = better than the "
+        "baseline. SNR = standard deviation across the variant means ÷ pooled within-variant "
+        "seed standard deviation, over the ok variants that mix tokens and are not dense at "
+        "the task's length (signal-to-noise ratio after Heineman et al. 2025, \"Signal and "
+        'Noise: A Framework for Reducing Uncertainty in Language Model Evaluation"); with '
+        "one seed per variant, pure noise gives an SNR near 1.",
+        "",
+        f"Verdict: **none** ({_NO_SIGNAL}) when the reference does not beat the strongest "
+        f"trivial baseline by ≥ {MARGIN_SIGMAS:g} σ, or when σ cannot be estimated (no seed "
+        f"replicates); **weak** when it does but SNR < {SNR_THRESHOLD:g}; **signal** when "
+        f"the margin is ≥ {MARGIN_SIGMAS:g} σ and SNR ≥ {SNR_THRESHOLD:g}. Tasks with "
+        "verdict none stay in the results table, marked, but are not ranked, averaged or "
+        "tested.",
+    ]
+    return lines
+
+
 def _mean(values: Iterable[Any]) -> float | None:
     """Mean of the non-missing values, ``None`` if there are none."""
     series = pd.to_numeric(pd.Series(list(values), dtype="object"), errors="coerce").dropna()
     return None if series.empty else float(series.mean())
 
 
-def _details_table(frame: pd.DataFrame) -> list[str]:
+def _details_table(frame: pd.DataFrame, reference: str = DEFAULT_REFERENCE) -> list[str]:
     """One row per (task, variant): seeds, statuses, size, cost and device."""
     header = [
         "task",
@@ -657,7 +912,7 @@ def _details_table(frame: pd.DataFrame) -> list[str]:
         "device",
     ]
     body = []
-    variants = _variant_order(frame["variant"])
+    variants = _variant_order(frame["variant"], reference)
     for task in sorted(frame["task"].unique()):
         for variant in variants:
             sub = frame[(frame["task"] == task) & (frame["variant"] == variant)]
@@ -704,27 +959,18 @@ def _format_baseline(metric: str, value: Any) -> str:
     return format_metric(metric, number)
 
 
-def _baselines(records: list[dict[str, Any]], profile: str) -> list[str]:
-    """Per task, the baselines of its first ok record (empty list if none carry any)."""
-    by_task: dict[str, dict[str, Any]] = {}
-    for record in records:
-        if _key_text(record.get("profile")) != profile or record.get("status") != "ok":
-            continue
-        task = _key_text(record.get("task"))
-        if task in by_task:
-            continue
-        by_task[task] = record
+def _baselines(analysis: Analysis, profile: str) -> list[str]:
+    """Per task, every trivial baseline recorded (the strongest marked); [] if none are."""
     lines = []
-    for task in sorted(by_task):
-        record = by_task[task]
-        baselines = _dict(_dict(record.get("metrics")).get("baselines"))
-        if not baselines:
+    for (p, task), signal in sorted(analysis.signals.items()):
+        if p != profile or not signal.baselines:
             continue
-        metric = str(_dict(record.get("metric")).get("name") or "")
+        metric = signal.metric
         percent = " (%)" if metric_scale(metric) == 100.0 else ""
         items = ", ".join(
-            f"{_md(name)} {_format_baseline(metric, baselines[name])}"
-            for name in sorted(baselines, key=str)
+            f"{_md(name)} {_format_baseline(metric, value)}"
+            + (" (strongest)" if name == signal.baseline_name else "")
+            for name, value in sorted(signal.baselines.items())
         )
         lines.append(f"- **{_md(task)}** ({_md(metric)}{percent}): {items}")
     return lines
@@ -842,13 +1088,17 @@ def render_markdown(
     *,
     title: str = "attnbench leaderboard",
     tests: dict[tuple[Any, ...], dict[str, Any]] | None = None,
+    analysis: Analysis | None = None,
 ) -> str:
     """The leaderboard Markdown (GFM) for a tidy ``frame`` and its ``records``.
 
-    ``tests``: paired tests against vanilla from :func:`attnbench.significance.versus_baseline`.
+    ``tests``: paired bootstraps from :func:`attnbench.significance.versus_baseline`
+    (extra information: only mentioned). ``analysis``: :func:`attnbench.verdicts.analyse`
+    of ``records`` (computed when not given); it decides signal, ranks and marks.
 
     Deterministic: the same inputs always give the same text (no dates).
     """
+    analysis = analyse(records) if analysis is None else analysis
     notes = _Footnotes()
     profiles = sorted(frame["profile"].dropna().unique())
     n_files = len(frame) + len(skipped)
@@ -860,25 +1110,29 @@ def render_markdown(
     )
     lines.append("")
 
+    for profile in profiles:
+        signal = _signal_section(analysis, profile)
+        if signal:
+            lines += [*signal, ""]
+
     if len(frame):
         lines += _datasets_section(frame)
         lines.append("")
 
     for profile in profiles:
         sub = frame[frame["profile"] == profile]
-        table = _build_table(sub, notes, tests or {})
+        table = _build_table(sub, notes, analysis)
         lines += [f"## Results: profile `{_md(profile)}`", ""]
         lines.append(
             "Test value of each task's primary metric over the seeds with status ok: "
-            "mean ± sample std (n = seeds). ↑/↓: higher/lower is better; best per task in "
-            "**bold**. ▲/▼: significantly better/worse than `vanilla` at 95% in every seed "
-            "(paired bootstrap over the test examples, 1,000 resamples; BLEU on sacrebleu's "
-            "statistics). Non-ok seeds are counted beside the mean, never averaged in; "
+            "mean ± sample std (n=seeds). ↑/↓: higher/lower is better; best per task in "
+            "**bold**. Non-ok seeds are counted beside the mean, never averaged in; "
             f"n/a = not applicable, {_MISSING} = no record. Family averages are means of the "
-            "task columns (all tasks needed); mean rank is over the tasks the variant ran."
+            "task columns (all of them needed); mean rank is over the tasks the variant ran."
         )
         lines.append("")
         lines += _main_table(table)
+        lines += ["", *_legend(table, analysis, bool(tests))]
         definitions = notes.new_definitions()
         if definitions:
             lines += ["", *definitions]
@@ -886,12 +1140,14 @@ def render_markdown(
         if signatures:
             lines += ["", f"### Task notes: profile `{_md(profile)}`", "", *signatures]
         lines += ["", f"### Ranks: profile `{_md(profile)}`", ""]
+        lines.append(f"Tasks with signal only; dense cells are not ranked ({_MISSING}).")
+        lines.append("")
         lines += _ranks_table(table)
         lines += ["", f"### Details: profile `{_md(profile)}`", ""]
         lines.append("Train time, tokens/s and peak memory are means over the ok seeds.")
         lines.append("")
-        lines += _details_table(sub)
-        baselines = _baselines(records, profile)
+        lines += _details_table(sub, table.reference)
+        baselines = _baselines(analysis, profile)
         if baselines:
             lines += ["", f"### Baselines: profile `{_md(profile)}`", "", *baselines]
         lines.append("")
@@ -952,9 +1208,13 @@ def build_leaderboard(
 ) -> LeaderboardResult:
     """Read run records and write the Markdown leaderboard and the tidy CSV (both atomically).
 
-    ``significance``: test every ok run against vanilla's run of the same task and seed
-    (:mod:`attnbench.significance`; needs the saved predictions). ``manifest_json``: also
-    write the reproducibility manifest there.
+    The signal checks and the seed-level, Holm-corrected claims behind ▲/▼ are always
+    computed (:func:`attnbench.verdicts.analyse`; records only). ``significance``: also
+    run the paired bootstrap of every ok run against the reference's run of the same task
+    and seed (:func:`attnbench.significance.versus_baseline`; needs the saved
+    predictions; extra information in the manifest, no marks). ``manifest_json``: also
+    write the reproducibility manifest there, with the signal checks (``signal``), the
+    seed-level comparisons (``significance``) and the bootstraps (``paired_bootstrap``).
 
     Unreadable or incomplete record files, and second records of the same
     (profile, task, variant, seed), are not used but listed under *Skipped
@@ -975,27 +1235,36 @@ def build_leaderboard(
     frame = records_frame(records)
     order = {path: i for i, path in enumerate(frame["record_path"])}
     records = sorted(records, key=lambda r: order.get(str(r.get("_path")), len(order)))
-    tests = versus_baseline(records, _VANILLA) if significance else {}
-    markdown = render_markdown(frame, records, skipped, title=title, tests=tests)
+    analysis = analyse(records)
+    tests = versus_baseline(records) if significance else {}
+    markdown = render_markdown(frame, records, skipped, title=title, tests=tests, analysis=analysis)
 
     atomic_write_text(out_md, markdown)
     atomic_write_text(out_csv, frame.to_csv(index=False, lineterminator="\n"))
     if manifest_json is not None:
         info = manifest(frame, records)
-        info["significance"] = [
+        info["alpha"] = analysis.alpha
+        info["reference_variants"] = dict(sorted(analysis.references.items()))
+        info["signal"] = [s.as_dict() for _, s in sorted(analysis.signals.items())]
+        info["significance"] = [c.as_dict() for _, c in sorted(analysis.comparisons.items())]
+        info["paired_bootstrap"] = [
             {"profile": k[0], "task": k[1], "variant": k[2], "seed": k[3], **v}
             for k, v in sorted(tests.items(), key=lambda kv: tuple(map(str, kv[0])))
         ]
         atomic_write_text(manifest_json, json.dumps(info, indent=1, default=str) + "\n")
+    profiles = sorted(frame["profile"].dropna().unique().tolist())
+    reference = analysis.reference(profiles[0]) if profiles else DEFAULT_REFERENCE
+    controls = {v for p in profiles for v in analysis.controls.get(p, [])}
     return LeaderboardResult(
         n_records=len(frame),
         n_skipped=len(skipped),
         tasks=sorted(frame["task"].dropna().unique().tolist()),
-        variants=_variant_order(frame["variant"].dropna()),
+        variants=_variant_order(frame["variant"].dropna(), reference, controls),
         frame=frame,
         profiles=sorted(frame["profile"].dropna().unique().tolist()),
         skipped=skipped,
         markdown=markdown,
         tests=tests,
         records=records,
+        analysis=analysis,
     )

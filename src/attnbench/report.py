@@ -2,9 +2,12 @@
 
 Figures (PNG and SVG, under ``plots/`` beside the leaderboard):
 
-* ``quality_cost_<profile>``: LRA's figure 3 — x = training throughput relative to
-  vanilla, y = mean score over the accuracy-type tasks, bubble area = peak memory;
-* ``task_<profile>_<task>``: per-task bars, mean ± std over seeds;
+* ``quality_cost_<profile>``: LRA's figure 3 — x = training throughput relative to the
+  reference variant, y = mean score over the accuracy-type tasks, bubble area = peak memory;
+* ``task_<profile>_<task>``: per-task bars, mean ± seed std (error bars) with the seed
+  count, the reference highlighted and the strongest trivial baseline as a line;
+* ``seeds_<profile>_<task>``: seed spread, every seed's test value per variant, the
+  reference's seeds highlighted, the strongest trivial baseline as a horizontal line;
 * ``curves_<profile>_<task>``: validation metric against training step;
 * ``attention_<profile>_<task>``: per variant and layer, attention entropy, sparsity
   (share of exact zeros) and head diversity (mean pairwise Jensen–Shannon distance);
@@ -30,16 +33,19 @@ from typing import Any
 import numpy as np
 
 from .leaderboard import (
-    _VANILLA,
+    _BASELINE_ROW,
+    _CONTROL,
     LeaderboardResult,
     _build_table,
-    _column_header,
+    _cell_parts,
     _Footnotes,
-    _is_best,
+    _header_text,
     _variant_order,
     metric_scale,
 )
 from .records import atomic_write_bytes, atomic_write_text
+from .significance import reference_variant
+from .verdicts import NONE, Analysis, analyse
 
 FORMATS = ("png", "svg")
 
@@ -78,6 +84,11 @@ def _ok(records: Iterable[dict[str, Any]], profile: str) -> list[dict[str, Any]]
     return [r for r in records if r.get("status") == "ok" and str(r.get("profile")) == profile]
 
 
+def _reference(records: Iterable[dict[str, Any]], profile: str) -> str:
+    """The profile's reference variant (``reference_variant`` of its records)."""
+    return reference_variant([r for r in records if str(r.get("profile")) == profile])
+
+
 def _test_value(record: dict[str, Any]) -> float | None:
     name = str((record.get("metric") or {}).get("name") or "")
     value = ((record.get("metrics") or {}).get("test") or {}).get(name)
@@ -92,19 +103,20 @@ def _test_value(record: dict[str, Any]) -> float | None:
 def plot_quality_cost(records: list[dict[str, Any]], profile: str, out_dir: Path) -> Path | None:
     """LRA figure 3: speed (x) against average score (y); bubble area = peak memory."""
     ok = _ok(records, profile)
+    reference = _reference(records, profile)
     tasks = sorted(
         {str(r["task"]) for r in ok if (r.get("metric") or {}).get("higher_is_better") is True}
     )
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in ok:
         by.setdefault((str(r["variant"]), str(r["task"])), []).append(r)
-    if not tasks or not any(v == _VANILLA for v, _ in by):
+    if not tasks or not any(v == reference for v, _ in by):
         return None
     points = []
-    for variant in _variant_order(v for v, _ in by):
+    for variant in _variant_order((v for v, _ in by), reference):
         scores, speed, memory = [], [], []
         for task in tasks:
-            mine, base = by.get((variant, task)), by.get((_VANILLA, task))
+            mine, base = by.get((variant, task)), by.get((reference, task))
             if not mine or not base:
                 break
             values = [v for v in map(_test_value, mine) if v is not None]
@@ -128,44 +140,160 @@ def plot_quality_cost(records: list[dict[str, Any]], profile: str, out_dir: Path
     mem = np.array([np.nanmean(p[3]) for p in points], dtype=float)
     area = 600 * mem / np.nanmax(mem) if np.isfinite(mem).any() else np.full(len(points), 60.0)
     for (variant, x, y, _), a in zip(points, area, strict=True):
-        color = "black" if variant == _VANILLA else None
+        color = "black" if variant == reference else None
         ax.scatter([x], [y], s=float(a), alpha=0.45, color=color, edgecolors="k", linewidths=0.5)
         ax.annotate(variant, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.axvline(1.0, color="grey", lw=0.5, ls=":")
-    ax.set_xlabel("training throughput relative to vanilla (tokens/s, geometric mean over tasks)")
+    ax.set_xlabel(
+        f"training throughput relative to {reference} (tokens/s, geometric mean over tasks)"
+    )
     ax.set_ylabel(f"mean test score over {len(tasks)} task(s) ({', '.join(tasks)})")
     ax.set_title(f"Quality vs speed vs memory (bubble area = peak memory), profile {profile}")
     return _save(fig, out_dir, f"quality_cost_{_slug(profile)}")[0]
 
 
-def plot_task_bars(records: list[dict[str, Any]], profile: str, out_dir: Path) -> list[Path]:
-    """One bar chart per task: mean ± std over ok seeds, vanilla highlighted."""
+def _task_seeds(
+    analysis: Analysis, profile: str, task: str
+) -> tuple[dict[str, list[float]], str, float | None, str | None]:
+    """Scaled per-seed values by variant, the metric, and the strongest baseline (scaled)."""
+    signal = analysis.signals.get((profile, task))
+    metric = signal.metric if signal else ""
+    scale = metric_scale(metric)
+    values = {
+        variant: [value * scale for _, value in pairs]
+        for (p, t, variant), pairs in sorted(analysis.seeds.items())
+        if p == profile and t == task and pairs
+    }
+    baseline = None
+    if signal is not None and signal.baseline_value is not None:
+        baseline = signal.baseline_value * scale
+    return values, metric, baseline, signal.baseline_name if signal else None
+
+
+def _variant_label(analysis: Analysis, profile: str, task: str, variant: str) -> str:
+    """A variant's axis label: ``(dense)`` where its pattern is dense at the task's length."""
+    dense = (profile, task, variant) in analysis.degenerate
+    control = variant in analysis.controls.get(profile, [])
+    return variant + (" (dense)" if dense else "") + (" (control)" if control else "")
+
+
+def _task_title(analysis: Analysis, profile: str, task: str) -> str:
+    """Figure title: task, profile, and the signal verdict."""
+    signal = analysis.signals.get((profile, task))
+    verdict = ""
+    if signal is not None:
+        verdict = " — ⚠ no signal" if signal.verdict == NONE else f" — {signal.verdict}"
+    return f"{task} — profile {profile}{verdict}"
+
+
+def plot_task_bars(
+    records: list[dict[str, Any]],
+    profile: str,
+    out_dir: Path,
+    analysis: Analysis | None = None,
+) -> list[Path]:
+    """One bar chart per task: mean with seed-std error bars (n per bar), reference in black.
+
+    The strongest trivial baseline is a dashed vertical line; controls are hatched.
+    """
     plt = _pyplot()
+    analysis = analyse(records) if analysis is None else analysis
+    reference = analysis.reference(profile)
+    controls = set(analysis.controls.get(profile, []))
     out = []
-    ok = _ok(records, profile)
-    for task in sorted({str(r["task"]) for r in ok}):
-        values: dict[str, list[float]] = {}
-        metric = ""
-        for r in ok:
-            if str(r["task"]) == task and (v := _test_value(r)) is not None:
-                values.setdefault(str(r["variant"]), []).append(v)
-                metric = str(r["metric"]["name"])
+    for task in sorted(t for p, t in analysis.signals if p == profile):
+        values, metric, baseline, baseline_name = _task_seeds(analysis, profile, task)
         if not values:
             continue
-        variants = _variant_order(values)
+        variants = _variant_order(values, reference, controls)
         means = [float(np.mean(values[v])) for v in variants]
         stds = [float(np.std(values[v], ddof=1)) if len(values[v]) > 1 else 0.0 for v in variants]
-        fig, ax = plt.subplots(figsize=(6.5, 0.5 + 0.16 * len(variants)))
-        colors = ["black" if v == _VANILLA else "tab:blue" for v in variants]
-        ax.barh(range(len(variants)), means, xerr=stds, color=colors, alpha=0.8, capsize=2)
-        ax.set_yticks(range(len(variants)), variants, fontsize=6)
+        fig, ax = plt.subplots(figsize=(6.5, 0.7 + 0.16 * len(variants)))
+        colors = ["black" if v == reference else "tab:blue" for v in variants]
+        bars = ax.barh(range(len(variants)), means, xerr=stds, color=colors, alpha=0.8, capsize=2)
+        for bar, variant in zip(bars, variants, strict=True):
+            if variant in controls:
+                bar.set_hatch("//")
+                bar.set_color("0.7")
+        labels = [
+            f"{_variant_label(analysis, profile, task, v)} (n={len(values[v])})" for v in variants
+        ]
+        ax.set_yticks(range(len(variants)), labels, fontsize=6)
         ax.invert_yaxis()
-        lo, hi = min(m - s for m, s in zip(means, stds, strict=True)), max(means)
-        ax.set_xlim(max(0.0, lo - 0.1 * (hi - lo + 1e-9)) if lo > 0 else lo, None)
-        ax.set_xlabel(f"{metric} (test; mean ± std over seeds)")
-        ax.set_title(f"{task} — profile {profile}")
+        low = [m - s for m, s in zip(means, stds, strict=True)]
+        high = [m + s for m, s in zip(means, stds, strict=True)]
+        if baseline is not None:
+            ax.axvline(
+                baseline,
+                color="tab:red",
+                ls="--",
+                lw=0.8,
+                label=f"strongest baseline: {baseline_name}",
+            )
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+            low.append(baseline)
+            high.append(baseline)
+        lo, hi = min(low), max(high)
+        pad = 0.1 * (hi - lo + 1e-9)
+        ax.set_xlim(max(0.0, lo - pad) if lo > 0 else lo, hi + pad)
+        ax.set_xlabel(f"{metric} (test; mean ± seed std, n seeds)")
+        ax.set_title(_task_title(analysis, profile, task))
         out.append(_save(fig, out_dir, f"task_{_slug(profile)}_{_slug(task)}")[0])
+    return out
+
+
+def plot_seed_spread(
+    records: list[dict[str, Any]],
+    profile: str,
+    out_dir: Path,
+    analysis: Analysis | None = None,
+) -> list[Path]:
+    """One figure per task: every seed's test value per variant (seeds as an axis).
+
+    Variants along x, values on y; the reference's seeds are large black points, the
+    others small; each variant's mean is a short bar; the strongest trivial baseline is
+    a dashed horizontal line.
+    """
+    plt = _pyplot()
+    analysis = analyse(records) if analysis is None else analysis
+    reference = analysis.reference(profile)
+    controls = set(analysis.controls.get(profile, []))
+    out = []
+    for task in sorted(t for p, t in analysis.signals if p == profile):
+        values, metric, baseline, baseline_name = _task_seeds(analysis, profile, task)
+        if not values:
+            continue
+        variants = _variant_order(values, reference, controls)
+        fig, ax = plt.subplots(figsize=(1.5 + 0.22 * len(variants), 3.6))
+        for x, variant in enumerate(variants):
+            ys = values[variant]
+            is_ref = variant == reference
+            ax.scatter(
+                [x] * len(ys),
+                ys,
+                s=22 if is_ref else 9,
+                color="black" if is_ref else ("0.55" if variant in controls else "tab:blue"),
+                zorder=3,
+                label=f"{reference} (reference) seeds" if is_ref else None,
+            )
+            ax.hlines(float(np.mean(ys)), x - 0.3, x + 0.3, color="0.3", lw=0.8, zorder=2)
+        if baseline is not None:
+            ax.axhline(
+                baseline,
+                color="tab:red",
+                ls="--",
+                lw=0.8,
+                label=f"strongest baseline: {baseline_name}",
+            )
+        labels = [_variant_label(analysis, profile, task, v) for v in variants]
+        ax.set_xticks(range(len(variants)), labels, rotation=90, fontsize=6)
+        ax.set_xlim(-0.7, len(variants) - 0.3)
+        ax.set_ylabel(f"{metric} (test), one point per seed")
+        ax.set_title(f"Seed spread: {_task_title(analysis, profile, task)}", fontsize=7)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        ax.grid(True, axis="y", lw=0.3)
+        out.append(_save(fig, out_dir, f"seeds_{_slug(profile)}_{_slug(task)}")[0])
     return out
 
 
@@ -182,6 +310,7 @@ def plot_training_curves(records: list[dict[str, Any]], profile: str, out_dir: P
         if not runs:
             continue
         metric = str(runs[0]["metric"]["name"])
+        reference = _reference(records, profile)
         fig, ax = plt.subplots(figsize=(6.5, 4.0))
         seen = set()
         for r in runs:
@@ -194,13 +323,13 @@ def plot_training_curves(records: list[dict[str, Any]], profile: str, out_dir: P
                 for h in r["history"]
                 if metric in h.get("val", {})
             ]
-            vanilla = r["variant"] == _VANILLA
+            is_ref = r["variant"] == reference
             ax.plot(
                 steps,
                 vals,
-                color="black" if vanilla else None,
-                lw=2.0 if vanilla else 0.7,
-                alpha=1.0 if vanilla else 0.6,
+                color="black" if is_ref else None,
+                lw=2.0 if is_ref else 0.7,
+                alpha=1.0 if is_ref else 0.6,
                 label=str(r["variant"]),
                 marker="o" if len(steps) < 6 else None,
                 ms=2,
@@ -228,7 +357,7 @@ def plot_attention_analysis(
                 stats[str(r["variant"])] = attention["layers"]
         if not stats:
             continue
-        variants = _variant_order(stats)
+        variants = _variant_order(stats, _reference(records, profile))
         n_layers = max(len(v) for v in stats.values())
         fig, axes = plt.subplots(1, 3, figsize=(8.5, 0.6 + 0.16 * len(variants)), sharey=True)
         for ax, key, label in zip(
@@ -269,7 +398,7 @@ def plot_attention_maps(records: list[dict[str, Any]], profile: str, out_dir: Pa
                     maps[str(r["variant"])] = data["weights"].astype(np.float32)
         if not maps:
             continue
-        variants = _variant_order(maps)
+        variants = _variant_order(maps, _reference(records, profile))
         cols = 6
         rows = math.ceil(len(variants) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.6 * rows), squeeze=False)
@@ -320,10 +449,16 @@ def make_plots(
     """Every figure for every profile; returns {section: [png paths]}."""
     out_dir.mkdir(parents=True, exist_ok=True)
     figures: dict[str, list[Path]] = {}
+    analysis = analyse(records)
     for profile in profiles:
         bubble = plot_quality_cost(records, profile, out_dir)
         figures.setdefault("Quality against cost", []).extend([bubble] if bubble else [])
-        figures.setdefault("Per-task results", []).extend(plot_task_bars(records, profile, out_dir))
+        figures.setdefault("Per-task results", []).extend(
+            plot_task_bars(records, profile, out_dir, analysis)
+        )
+        figures.setdefault("Seed spread", []).extend(
+            plot_seed_spread(records, profile, out_dir, analysis)
+        )
         figures.setdefault("Training curves", []).extend(
             plot_training_curves(records, profile, out_dir)
         )
@@ -354,7 +489,8 @@ a.cell:hover{text-decoration:underline}.up{color:#0a7a0a}.down{color:#b00020}
 code{background:#f4f4f4;padding:0 3px;border-radius:3px;font-size:90%}
 figure{display:inline-block;margin:.5em;vertical-align:top;max-width:48%}
 figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:12px;color:#555}
-.note{color:#555;font-size:13px}
+.note{color:#555;font-size:13px}th.nosignal{background:#fdf3dc;color:#7a5a00}
+td.dense{color:#777;font-style:italic}tr.baseline td{color:#b00020;border-top:2px solid #bbb}
 """
 
 
@@ -366,27 +502,38 @@ def _cell_class(text: str) -> str:
     return ""
 
 
+def _notes_html(text: str) -> str:
+    """Escape ``text`` and turn its ``[^k]`` footnote references into links to the notes."""
+    return re.sub(r"\[\^(\d+)\]", r'<sup><a href="#fn:\1">\1</a></sup>', html.escape(text))
+
+
 def _main_table_html(result: LeaderboardResult, profile: str, notes: _Footnotes) -> str:
     """The main table with every cell linked to its runs in the manifest section.
 
     ``notes`` numbers footnotes in the same order as the Markdown (profiles in order).
     """
     frame = result.frame[result.frame["profile"] == profile]
-    table = _build_table(frame, notes, result.tests)
-    head = "".join(f"<th>{html.escape(_column_header(c))}</th>" for c in table.columns)
+    analysis = result.analysis if result.analysis is not None else analyse(result.records)
+    table = _build_table(frame, notes, analysis)
+    nosignal = ' class="nosignal"'
+    head = "".join(
+        f"<th{nosignal if c in table.header_notes else ''}>"
+        f"{_notes_html(_header_text(table, c))}</th>"
+        for c in table.columns
+    )
     head += "".join(f"<th>{html.escape(label)} ↑</th>" for label, _ in table.families)
     head += "<th>mean rank ↓</th>"
     rows = []
     for variant in table.variants:
-        cells = [f"<td><code>{html.escape(variant)}</code></td>"]
+        control = f" {_CONTROL}" if variant in table.controls else ""
+        label_html = f"<code>{html.escape(variant)}</code>{html.escape(control)}"
+        cells = [f"<td>{label_html}</td>"]
         for column in table.columns:
-            cell = table.cells[(variant, column)]
-            mark = table.marks.get((variant, column[0]), "")
-            text = (cell.bold_part + cell.suffix) if cell.mean is not None else cell.text
-            # footnote references link to the notes under the table
-            text = html.escape(text)
-            text = re.sub(r"\[\^(\d+)\]", r'<sup><a href="#fn:\1">\1</a></sup>', text)
-            css = "best" if _is_best(table, variant, column) else _cell_class(text)
+            text, mark, suffix, best = _cell_parts(table, variant, column)
+            body = _notes_html(text + suffix)
+            css = "best" if best else _cell_class(text + suffix)
+            if (variant, column[0]) in table.dense_notes:
+                css = (css + " dense").strip()
             anchor = f"run-{_slug(profile)}-{_slug(column[0])}-{_slug(variant)}"
             sub = frame[(frame["task"] == column[0]) & (frame["variant"] == variant)]
             tip = "; ".join(
@@ -394,10 +541,13 @@ def _main_table_html(result: LeaderboardResult, profile: str, notes: _Footnotes)
                 f"config {row['config_hash']}"
                 for row in sub.to_dict("records")
             )
-            arrow = ""
             if mark:
-                arrow = f' <span class="{"up" if "▲" in mark else "down"}">{mark.strip()}</span>'
-            body = text + arrow
+                css_mark = "up" if "▲" in mark else "down"
+                body = (
+                    _notes_html(text)
+                    + f' <span class="{css_mark}">{mark.strip()}</span>'
+                    + _notes_html(suffix)
+                )
             if len(sub):
                 body = f'<a class="cell" href="#{anchor}" title="{html.escape(tip)}">{body}</a>'
             cells.append(f'<td class="{css}">{body}</td>')
@@ -407,6 +557,10 @@ def _main_table_html(result: LeaderboardResult, profile: str, notes: _Footnotes)
         rank = table.mean_rank[variant]
         cells.append(f"<td>{'—' if rank is None else f'{rank:.1f}'}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
+    baseline = [f"<td><em>{html.escape(_BASELINE_ROW)}</em></td>"]
+    baseline += [f"<td>{html.escape(table.baseline_cells[c])}</td>" for c in table.columns]
+    baseline += ["<td></td>"] * (len(table.families) + 1)
+    rows.append('<tr class="baseline">' + "".join(baseline) + "</tr>")
     header = f"<thead><tr><th>variant</th>{head}</tr></thead>"
     return f"<table>{header}<tbody>{''.join(rows)}</tbody></table>"
 

@@ -1,11 +1,29 @@
-"""Is a variant's difference from vanilla real? Paired bootstrap tests over saved predictions.
+"""Is a variant's difference from the reference real? Seed-level tests, and paired bootstraps.
 
-Every ok run saves its per-example test predictions beside its record
-(``<stem>.predictions.jsonl``), in test-set order. Two runs of the same task and
-seed on the same test set are paired example by example, and the test resamples
-examples with replacement (Koehn 2004, "Statistical Significance Tests for Machine
-Translation Evaluation"; Berg-Kirkpatrick et al. 2012, "An Empirical Investigation
-of Statistical Significance in NLP"):
+**Seed-level tests (these set the leaderboard's ▲/▼).** A claim compares a variant
+with the profile's reference variant (``record["reference_variant"]``, default
+``vanilla``) on one task, using the per-seed test values of the primary metric:
+
+* with ≥ 2 seeds on each side, Welch's t-test (unequal variances, Welch–Satterthwaite
+  degrees of freedom);
+* with 1 seed of the variant and ≥ 3 of the reference, a prediction-interval t-test
+  against the reference's seed distribution: t = (x − mean_ref) / (s_ref·√(1 + 1/n_ref)),
+  df = n_ref − 1. It assumes the variant's seed noise equals the reference's (a single
+  seed cannot estimate its own);
+* any other pair is not testable (:class:`NotComparable`).
+
+p-values are two-sided, from the Student-t distribution computed here (a regularised
+incomplete beta function by continued fraction; scipy is not a run-time dependency).
+:func:`holm` is the Holm–Bonferroni step-down correction for a family of tests.
+
+**Paired bootstraps over test examples (extra information).** Every ok run saves its
+per-example test predictions beside its record (``<stem>.predictions.jsonl``), in
+test-set order. Two runs of the same task and seed on the same test set are paired
+example by example, and the test resamples examples with replacement (Koehn 2004,
+"Statistical Significance Tests for Machine Translation Evaluation"; Berg-Kirkpatrick
+et al. 2012, "An Empirical Investigation of Statistical Significance in NLP"). This
+measures test-set sampling noise for one pair of trained models, not the seed-to-seed
+noise of training, so it does not decide the leaderboard's marks:
 
 * δ = metric(B) − metric(A) on the whole test set;
 * for each of ``n_samples`` resamples, δ*ᵢ = metric(B*) − metric(A*) on the same
@@ -36,6 +54,8 @@ import numpy as np
 from attnbench import metrics as M
 
 ALPHA = 0.05
+#: The reference variant of a profile whose records do not name one.
+DEFAULT_REFERENCE = "vanilla"
 N_SAMPLES = 1000
 SEED = 12345  # sacrebleu's default bootstrap seed, used for every test here
 NLL_BLOCK = 128  # tokens per block in the perplexity block bootstrap
@@ -63,6 +83,195 @@ class TestResult:
 
 class NotComparable(ValueError):
     """The two runs cannot be paired (different test sets, missing predictions ...)."""
+
+
+# ---------------------------------------------------------------------------------------
+# The Student-t distribution (no scipy at run time)
+# ---------------------------------------------------------------------------------------
+_CF_EPS = 1e-16
+_CF_TINY = 1e-300
+_CF_MAX_ITERATIONS = 10_000
+
+
+def _beta_continued_fraction(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz's method)."""
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > _CF_TINY else _CF_TINY)
+    h = d
+    for m in range(1, _CF_MAX_ITERATIONS + 1):
+        m2 = 2 * m
+        for aa in (
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        ):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > _CF_TINY else _CF_TINY)
+            c = 1.0 + aa / c
+            c = c if abs(c) > _CF_TINY else _CF_TINY
+            step = d * c
+            h *= step
+        if abs(step - 1.0) < _CF_EPS:
+            return h
+    raise ArithmeticError(f"incomplete beta did not converge (a={a}, b={b}, x={x})")
+
+
+def regularized_incomplete_beta(a: float, b: float, x: float, y: float | None = None) -> float:
+    """I_x(a, b), the regularised incomplete beta function, for a, b > 0 and 0 ≤ x ≤ 1.
+
+    ``y`` is 1 − x when the caller knows it more precisely than ``1 - x`` (small tails).
+    """
+    if a <= 0 or b <= 0:
+        raise ValueError("a and b must be positive")
+    y = 1.0 - x if y is None else y
+    if x <= 0.0:
+        return 0.0
+    if y <= 0.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(y)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, y) / b
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| ≥ |t|) for T ~ Student-t with ``df`` > 0 degrees of freedom."""
+    if not df > 0:
+        raise ValueError("degrees of freedom must be positive")
+    if math.isnan(t):
+        return math.nan
+    if math.isinf(t):
+        return 0.0
+    t2 = t * t
+    return regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t2), t2 / (df + t2))
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T ≤ t) for T ~ Student-t with ``df`` > 0 degrees of freedom."""
+    half_tail = t_two_sided_p(t, df) / 2.0
+    return 1.0 - half_tail if t > 0 else half_tail
+
+
+# ---------------------------------------------------------------------------------------
+# Seed-level tests: a variant's seeds against the reference's seeds
+# ---------------------------------------------------------------------------------------
+WELCH = "Welch t-test"
+PREDICTION = "prediction-interval t-test"
+
+
+@dataclass(frozen=True)
+class SeedTest:
+    """A seed-level test of a variant against the reference on one task.
+
+    ``delta`` = mean(variant) − mean(reference) in the metric's own units (not oriented
+    by the metric's direction); ``p_value`` is two-sided.
+    """
+
+    delta: float
+    t: float
+    df: float
+    p_value: float
+    n_variant: int
+    n_reference: int
+    method: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _mean_var(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample variance (ddof = 1; 0 for a single value)."""
+    n = len(values)
+    if min(values) == max(values):  # exactly: no rounding noise from the mean
+        return float(values[0]), 0.0
+    mean = math.fsum(values) / n
+    return mean, math.fsum((v - mean) ** 2 for v in values) / (n - 1)
+
+
+def welch_test(variant: Sequence[float], reference: Sequence[float]) -> SeedTest:
+    """Welch's unequal-variance t-test of two samples of ≥ 2 seeds each (two-sided)."""
+    nv, nr = len(variant), len(reference)
+    if nv < 2 or nr < 2:
+        raise NotComparable("Welch's test needs at least 2 seeds on each side")
+    mv, vv = _mean_var(variant)
+    mr, vr = _mean_var(reference)
+    av, ar = vv / nv, vr / nr
+    if av + ar == 0.0:
+        raise NotComparable("every seed gave the same value on both sides: no noise estimate")
+    t = (mv - mr) / math.sqrt(av + ar)
+    df = (av + ar) ** 2 / (av**2 / (nv - 1) + ar**2 / (nr - 1))
+    return SeedTest(mv - mr, t, df, t_two_sided_p(t, df), nv, nr, WELCH)
+
+
+def prediction_test(value: float, reference: Sequence[float]) -> SeedTest:
+    """One seed of a variant against the reference's seed distribution (≥ 3 seeds).
+
+    t = (x − mean_ref) / (s_ref·√(1 + 1/n_ref)) with n_ref − 1 degrees of freedom: exact
+    when seed values are normal and the variant's seed noise equals the reference's.
+    """
+    nr = len(reference)
+    if nr < 3:
+        raise NotComparable("a single seed is tested only against ≥ 3 seeds of the reference")
+    mr, vr = _mean_var(reference)
+    if vr == 0.0:
+        raise NotComparable("every seed of the reference gave the same value: no noise estimate")
+    t = (value - mr) / (math.sqrt(vr) * math.sqrt(1.0 + 1.0 / nr))
+    df = float(nr - 1)
+    return SeedTest(value - mr, t, df, t_two_sided_p(t, df), 1, nr, PREDICTION)
+
+
+def seed_test(variant: Sequence[float], reference: Sequence[float]) -> SeedTest:
+    """The seed-level test that applies to these seed counts (raises :class:`NotComparable`).
+
+    ≥ 2 seeds each: :func:`welch_test`; 1 seed against ≥ 3: :func:`prediction_test`.
+    """
+    variant, reference = [float(v) for v in variant], [float(v) for v in reference]
+    if not all(math.isfinite(v) for v in [*variant, *reference]):
+        raise NotComparable("non-finite seed values")
+    nv, nr = len(variant), len(reference)
+    if nv >= 2 and nr >= 2:
+        return welch_test(variant, reference)
+    if nv == 1 and nr >= 3:
+        return prediction_test(variant[0], reference)
+    raise NotComparable(
+        f"{nv} seed(s) against {nr} of the reference: not testable "
+        "(needs ≥ 2 on each side, or 1 against ≥ 3)"
+    )
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the input order.
+
+    With the p-values sorted ascending, p̃₍ᵢ₎ = max_{j ≤ i} min(1, (m − j + 1)·p₍ⱼ₎); a test
+    is rejected at family-wise level α when its adjusted p-value is ≤ α (the step-down
+    rule of Holm 1979, "A Simple Sequentially Rejective Multiple Test Procedure").
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: (p_values[i], i))
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted
+
+
+def reference_variant(records: Sequence[dict[str, Any]]) -> str:
+    """The reference variant named by these records (``reference_variant``; default vanilla).
+
+    Records of one profile should agree; if they do not, the most frequent name wins
+    (ties by name), so the choice is deterministic.
+    """
+    counts: dict[str, int] = {}
+    for record in records:
+        name = record.get("reference_variant")
+        name = str(name) if name else DEFAULT_REFERENCE
+        counts[name] = counts.get(name, 0) + 1
+    if not counts:
+        return DEFAULT_REFERENCE
+    return min(counts, key=lambda name: (-counts[name], name))
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,20 +450,30 @@ def _compare_nll(
 
 
 def versus_baseline(
-    records: Sequence[dict[str, Any]], baseline_variant: str = "vanilla"
+    records: Sequence[dict[str, Any]], baseline_variant: str | None = None
 ) -> dict[tuple[str, str, str, Any], dict[str, Any]]:
-    """Test every ok run against the baseline variant's ok run of the same (profile, task, seed).
+    """Paired bootstrap of every ok run against the reference's ok run of the same seed.
 
-    Returns {(profile, task, variant, seed): TestResult.as_dict() or {"error": reason}}.
+    ``baseline_variant``: the variant to test against; ``None`` = each profile's
+    reference (:func:`reference_variant` of its records). Pairs are matched by
+    (profile, task, seed). Returns {(profile, task, variant, seed):
+    TestResult.as_dict() or {"error": reason}}.
     """
+    by_profile: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_profile.setdefault(str(r.get("profile")), []).append(r)
+    reference = {
+        profile: baseline_variant or reference_variant(mine) for profile, mine in by_profile.items()
+    }
     base: dict[tuple[str, str, Any], dict[str, Any]] = {}
     for r in records:
-        if r.get("status") == "ok" and r.get("variant") == baseline_variant:
-            base[(str(r.get("profile")), str(r.get("task")), r.get("seed"))] = r
+        profile = str(r.get("profile"))
+        if r.get("status") == "ok" and r.get("variant") == reference[profile]:
+            base[(profile, str(r.get("task")), r.get("seed"))] = r
     out: dict[tuple[str, str, str, Any], dict[str, Any]] = {}
     for r in records:
         key = (str(r.get("profile")), str(r.get("task")), r.get("seed"))
-        if r.get("status") != "ok" or r.get("variant") == baseline_variant or key not in base:
+        if r.get("status") != "ok" or r.get("variant") == reference[key[0]] or key not in base:
             continue
         full_key = (key[0], key[1], str(r.get("variant")), key[2])
         try:
