@@ -54,3 +54,31 @@ def test_the_check_can_fail() -> None:
     """The rule fires for a canonical variant at a short enough length."""
     assert get_variant("local").dense_reason(4, None) is not None
     assert get_variant("topk-8").dense_reason(8, None) is not None
+
+
+ABLATIONS_PROFILE = DEFAULT_PROFILE.with_name("ablations.yaml")
+
+
+def test_no_preset_is_dense_in_the_ablations_profile() -> None:
+    """config/ablations.yaml runs presets beside their canonical variants at lengths where
+    every one of them, presets included, is itself and not dense attention."""
+    profile = load_profile(ABLATIONS_PROFILE)
+    from attnbench.config import selected_variants
+
+    degenerate = []
+    for task in selected_tasks(profile):
+        for name in selected_variants(profile):
+            cfg = job_config(profile, task, name)
+            why = get_variant(name).dense_reason(cfg["model"]["max_len"], cfg["variant_options"])
+            if why is not None:
+                degenerate.append(f"{name} × {task}: {why}")
+    assert not degenerate, "dense in config/ablations.yaml:\n" + "\n".join(degenerate)
+
+
+def test_the_ablations_profile_runs_every_preset_beside_its_canonical_variant() -> None:
+    from attnbench.config import selected_variants
+
+    selected = set(selected_variants(load_profile(ABLATIONS_PROFILE)))
+    presets = [n for n in variant_names() if not get_variant(n).canonical]
+    assert set(presets) <= selected, sorted(set(presets) - selected)
+    assert {get_variant(n).preset_of for n in presets} <= selected
