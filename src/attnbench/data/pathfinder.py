@@ -9,21 +9,24 @@ same path. LRA flattens 32×32 images (Pathfinder, 1,024 pixels) or 128×128 ima
 16,384 pixels) into pixel sequences.
 
 Generation (:func:`draw_sample`), after the Pathfinder generator (``drewlinsley/pathfinder``,
-``snakes2.py``)
-    Two *target* paths grow to ``contour_length`` dashes each, one after the other, from start
-    tips ``seed_distance`` pixels apart, in random directions. A dash is a straight, 8-connected
-    run of ``dash_length`` pixels; the next dash starts ``gap`` blank pixels further on along a
-    heading turned by at most ``max_turn`` degrees. Paths do not touch or cross themselves. A
-    path that runs into a wall or another path backs up and tries other turns (a bounded
-    depth-first search); a layout that fails is redrawn. Only then does the label pick the
-    markers: a positive image marks the start and the end of the same target path, a negative
-    image the start of one and the end of the other. Both target paths are drawn in either case,
-    every tip is checked to be markable before the label is used, and all random draws up to
-    that point are the same, so the paths carry no information about the label (as in the
-    original, where only the marker placement differs). Finally ``n_distractors`` shorter paths
-    (``distractor_length`` dashes) fill the free space; one that finds no room is left out.
-    Pixels are 0 (background), ``dash_value`` (dashes) and ``marker_value`` (markers); there is
-    no anti-aliasing, so connectivity is exact.
+``snakes2.py``), with the markers placed first
+    A path is a chain of dashes: a dash is a straight, 8-connected run of ``dash_length``
+    pixels; the next dash starts ``gap`` blank pixels further on along a heading turned by at
+    most ``max_turn`` degrees. Paths do not touch or cross themselves. A path that runs into a
+    wall or another path backs up and tries other turns (a bounded depth-first search); a
+    layout that fails is redrawn. The two markers come first, whatever the label: a path ``t``
+    of ``contour_length`` dashes grows from a point ``p`` in the middle half of the image, and
+    the markers go on its tips ``p`` and ``q``. Then both target layouts are built: the
+    positive one keeps ``t`` and adds a second path of ``contour_length`` dashes from a random
+    free pixel; the negative one grows instead one such path from ``p`` (kept away from the
+    marker on ``q``) and one from ``q`` (kept away from the first path and the marker on
+    ``p``). Only then does the label pick a layout; a failure of either layout redraws both,
+    so the label cannot change where the markers are (see *The marker cue* below). Finally
+    ``n_distractors`` shorter paths (``distractor_length`` dashes) fill the free space; one
+    that finds no room is left out. Pixels are 0 (background), ``dash_value`` (dashes) and
+    ``marker_value`` (markers); there is no anti-aliasing, so connectivity is exact. The two
+    markers are the two 8-connected components of ``marker_value`` pixels: digital discs of
+    radius ``marker_radius + 0.5`` centred on the tips ``p`` and ``q`` (the discs' centroids).
 
     The geometry makes the label checkable from the pixels alone: the last pixel of a dash and
     the first of the next are at most ``link_max = gap + 1`` apart (Chebyshev distance), while
@@ -38,21 +41,32 @@ Generation (:func:`draw_sample`), after the Pathfinder generator (``drewlinsley/
     path), ``intermediate`` (``curv_contour_length_9``) and ``hard`` (``curv_contour_length_14``,
     the LRA setting); distractor paths are ``contour_length // 3`` dashes long and there are
     ``budget // distractor_length`` of them, with the LRA budgets 20 (32×32), 22 (64×64) and
-    35 (128×128). Dash length, gap, marker radius, seed distance and turn limit per resolution
-    are in :data:`RESOLUTION_DEFAULTS`; the 32×32 row follows the LRA release (paddle length 2,
-    margin 1, seed distance 7). 16×16 uses single-pixel dashes (dotted paths) and fits
+    35 (128×128). Dash length, gap, marker radius and turn limit per resolution are in
+    :data:`RESOLUTION_DEFAULTS`; the 32×32 row follows the LRA release (paddle length 2,
+    margin 1). 16×16 uses single-pixel dashes (dotted paths) and fits
     ``baseline`` and ``intermediate`` only. What differs from the original: an explicit seed,
     1-pixel-thin dashes without anti-aliasing, a turn limit instead of the original's
-    "continuity" sampling, hard separation rules, and no image rejected because of its label
-    (balanced classes by construction).
+    "continuity" sampling, hard separation rules, no image rejected because of its label
+    (balanced classes by construction), and the markers placed before the paths (the
+    original's ``seed_distance``, how far apart its two target paths start, has no
+    counterpart).
 
-A cue in the marker geometry (inherent in the two-path construction, which the original shares)
-    A negative pairs the start of one path with the end of the other, which began
-    ``seed_distance`` away, so the two markers' positions are not distributed exactly alike in
-    the two classes. Gradient-boosted trees on the two marker positions alone (4,000 training
-    images) reach about 77 % at 16×16 ``baseline``, 64 % at 20×20 ``intermediate`` and 58 % at
-    32×32 ``hard``: a model scoring below those numbers need not trace paths at all. (How large
-    the cue is in the LRA release images was not measured.)
+The marker cue, and why it is gone
+    The original grows both target paths first, from start tips ``seed_distance`` apart, and
+    then marks the start and end of one path (positive) or the start of one and the end of
+    the other (negative). The two markers are then not placed alike in the two classes: with
+    that construction here, gradient-boosted trees on the two marker positions alone (4,000
+    training images) reached about 77 % at 16×16 ``baseline``, 64 % at 20×20 ``intermediate``
+    and 58 % at 32×32 ``hard``, so a model could beat chance without tracing paths. (How
+    large the cue is in the LRA release images was not measured.) Here the marker pair is
+    drawn before the label is used and both layouts are required to succeed, so for a given
+    random stream the two labels give the *same* marker pixels, and the marker positions and
+    their distance have exactly the same distribution in both classes; the tests check that
+    classifiers on the marker coordinates stay at chance. What remains is the difference the
+    task is about: in a positive image ink runs between the markers, in a negative one a
+    path leaves each marker. Simple ink statistics around the markers (ink within a few
+    pixels of each, spread of the ink away from them) still give gradient-boosted trees about
+    63 % at 16×16 ``baseline`` and 57 % at 20×20 ``intermediate`` (6,000 training images).
 
 Determinism
     Image ``i`` of split ``s`` is drawn from its own :class:`random.Random` stream, seeded
@@ -122,24 +136,23 @@ LRA_DIRS = {
 # Pixel tokens: value + PIXEL_OFFSET, so 0 = [PAD] and 1 = [CLS] stay free (258 tokens in all).
 PIXEL_OFFSET = 2
 
-# resolution -> (dash_length, gap, marker_radius, seed_distance, max_turn); a resolution between
-# two rows takes the row of the largest resolution not above it. 32: the LRA release (paddle
-# length 2, margin 1, seed distance 7); 64 and 128: LRA's seed distances (12, 20) and marker radii
-# (2.5, 3) with dashes scaled up; 16: a reduced setting for CPU profiles. Smaller images need
-# sharper turns for a path to fit.
-RESOLUTION_DEFAULTS: dict[int, tuple[int, int, int, float, float]] = {
-    16: (1, 1, 1, 5.0, 60.0),
-    32: (2, 1, 1, 7.0, 45.0),
-    64: (3, 1, 2, 12.0, 45.0),
-    128: (5, 2, 3, 20.0, 40.0),
-    256: (8, 3, 5, 27.0, 30.0),
+# resolution -> (dash_length, gap, marker_radius, max_turn); a resolution between two rows takes
+# the row of the largest resolution not above it. 32: the LRA release (paddle length 2, margin
+# 1); 64 and 128: LRA's marker radii (2.5, 3) with dashes scaled up; 16: a reduced setting for
+# CPU profiles. Smaller images need sharper turns for a path to fit.
+RESOLUTION_DEFAULTS: dict[int, tuple[int, int, int, float]] = {
+    16: (1, 1, 1, 60.0),
+    32: (2, 1, 1, 45.0),
+    64: (3, 1, 2, 45.0),
+    128: (5, 2, 3, 40.0),
+    256: (8, 3, 5, 30.0),
 }
 # Distractor budget (total distractor dashes) per resolution: LRA 20 at 32, 22 at 64, 35 at 128.
 DISTRACTOR_BUDGET = {16: 8, 32: 20, 64: 22, 128: 35, 256: 30}
 
 _CANDIDATES = 4  # headings tried per dash before backing up
 _DISTRACTOR_TRIES = 6  # starts tried per distractor before it is left out
-_SECOND_TRIES = 3  # tries of the second target path before the layout is redrawn
+_TARGET_TRIES = 3  # searches for a target path (or starts of one) before a redraw
 _DISTRACTOR_BUDGET = 3  # dashes tried per dash of a distractor (they fail fast: only filling)
 _BUDGET = 12  # dashes tried per dash of a target path (depth-first search budget)
 
@@ -156,7 +169,6 @@ class PathfinderSpec:
     gap: int = 1  # blank pixels between consecutive dashes, along the major axis
     max_turn: float = 45.0  # largest heading change between dashes (degrees, at most 60)
     marker_radius: int = 1  # endpoint marker: disc of radius marker_radius + 0.5
-    seed_distance: float = 7.0  # distance between the start tips of the two target paths
     padding: int = 1  # border kept free of dashes
     dash_value: int = 191  # gray level of dashes
     marker_value: int = 255  # gray level of markers (distinct from dash_value)
@@ -181,11 +193,8 @@ class PathfinderSpec:
             raise ValueError(f"pathfinder n_distractors must be >= 0, got {self.n_distractors}")
         if not 0 < self.max_turn <= 60:  # sharper turns could fold a dash onto the one before
             raise ValueError(f"pathfinder max_turn must be in (0, 60] degrees, got {self.max_turn}")
-        if self.padding < 0 or self.seed_distance <= 0:
-            raise ValueError(
-                f"pathfinder needs padding >= 0 and seed_distance > 0, "
-                f"got {self.padding} and {self.seed_distance}"
-            )
+        if self.padding < 0:
+            raise ValueError(f"pathfinder padding must be >= 0, got {self.padding}")
         for name in ("dash_value", "marker_value"):
             if not 1 <= getattr(self, name) <= 255:
                 raise ValueError(f"pathfinder {name} must be in 1..255, got {getattr(self, name)}")
@@ -212,7 +221,7 @@ def lra_spec(resolution: int = 32, difficulty: str = "hard", **overrides: object
     if not isinstance(resolution, int) or resolution < 16:
         raise ValueError(f"pathfinder resolution must be an integer >= 16, got {resolution!r}")
     row = max(r for r in RESOLUTION_DEFAULTS if r <= resolution)
-    dash_length, gap, marker_radius, seed_distance, max_turn = RESOLUTION_DEFAULTS[row]
+    dash_length, gap, marker_radius, max_turn = RESOLUTION_DEFAULTS[row]
     contour_length = DIFFICULTIES[difficulty]
     distractor_length = max(1, contour_length // 3)
     spec = PathfinderSpec(
@@ -224,7 +233,6 @@ def lra_spec(resolution: int = 32, difficulty: str = "hard", **overrides: object
         gap=gap,
         max_turn=max_turn,
         marker_radius=marker_radius,
-        seed_distance=seed_distance,
         padding=marker_radius,
     )
     return replace(spec, **overrides) if overrides else spec
@@ -244,11 +252,6 @@ def _disc(radius: int) -> list[Pixel]:
     """Offsets of a digital disc: dy² + dx² <= (radius + 0.5)²."""
     span = range(-radius, radius + 1)
     return [(dy, dx) for dy in span for dx in span if dy * dy + dx * dx <= (radius + 0.5) ** 2]
-
-
-def _cheb(a: list[Pixel], b: list[Pixel]) -> int:
-    """Chebyshev distance between two pixel sets."""
-    return min(max(abs(y - v), abs(x - u)) for y, x in a for v, u in b)
 
 
 class _Canvas:
@@ -292,6 +295,10 @@ class _Canvas:
         xs = [x for _, x in dash]
         grid = self.old.reshape(n, n)
         grid[max(min(ys) - r, 0) : max(ys) + r + 1, max(min(xs) - r, 0) : max(xs) + r + 1] += delta
+
+    def clear(self) -> None:
+        """Unblock every pixel (start over on an empty image)."""
+        self.blocked = bytearray(self.size**2)
 
     def disc_at(self, tip: Pixel) -> list[Pixel]:
         return [(tip[0] + dy, tip[1] + dx) for dy, dx in self.disc]
@@ -379,61 +386,80 @@ def _pixels(path: list[list[Pixel]]) -> list[Pixel]:
 
 def _draw_targets(
     spec: PathfinderSpec, rng: random.Random
-) -> tuple[_Canvas, list[list[list[Pixel]]]]:
-    """Two target paths whose four tips can all take a marker, or ``_NoRoom``.
+) -> tuple[list[Pixel], list[list[list[Pixel]]], list[list[list[Pixel]]]]:
+    """The markers' pixels and the two target paths of a positive and of a negative image.
 
-    Whatever the label turns out to be, each tip's marker disc must stay ``separation`` away
-    from the other path and its markers: the second path starts where its marker disc is clear
-    of the first path and the first path's tip discs, and keeps away from all of them.
+    The markers come first, the same for both classes: ``p`` uniform in the middle half of
+    the image, ``q`` the far tip of a path ``t`` grown from ``p``. The positive image keeps
+    ``t`` and adds a second path from a random free pixel. The negative image grows two new
+    paths instead: one from ``p`` that keeps ``separation`` from the marker on ``q``, then one
+    from ``q`` that keeps it from the first path and the marker on ``p``. Both layouts are
+    built from the same draws whatever the label, and a failure of either redraws everything
+    (``_NoRoom``), so the markers are distributed exactly alike in the two classes.
     """
     canvas = _Canvas(spec, rng)
+    n_dashes = spec.contour_length
     margin = spec.resolution // 4
-    first = (
+    p = (
         round(rng.uniform(margin, spec.resolution - 1 - margin)),
         round(rng.uniform(margin, spec.resolution - 1 - margin)),
     )
-    budget = _BUDGET * spec.contour_length
-    a = canvas.grow(first, spec.contour_length, budget, markable=True)
-    canvas.block(_pixels(a) + canvas.disc_at(a[0][0]) + canvas.disc_at(a[-1][-1]))
-    for _ in range(_SECOND_TRIES):
-        # The second path starts `seed_distance` from the first one's start, where its marker
-        # disc stays clear of the first path and its tips.
-        for _ in range(_CANDIDATES):
-            angle = rng.uniform(0.0, 2 * math.pi)
-            second = (
-                round(first[0] + spec.seed_distance * math.sin(angle)),
-                round(first[1] + spec.seed_distance * math.cos(angle)),
-            )
-            if canvas.lo <= min(second) and max(second) <= canvas.hi and canvas.tip_clear(second):
-                break
+    budget = _BUDGET * n_dashes
+    t = canvas.grow(p, n_dashes, budget, markable=True)
+    q = t[-1][-1]
+    disc_p, disc_q = canvas.disc_at(p), canvas.disc_at(q)
+
+    # Negative: a path from each marker; the markers keep `separation` apart.
+    canvas.clear()
+    canvas.block(disc_q)
+    if not canvas.tip_clear(p):
+        raise _NoRoom
+    a = _grow_from(canvas, p, budget)
+    canvas.clear()
+    canvas.block(_pixels(a) + disc_p)
+    b = _grow_from(canvas, q, budget)
+
+    # Positive: the path from p to q and a second path anywhere.
+    canvas.clear()
+    canvas.block(_pixels(t) + disc_p + disc_q)
+    c = _grow_from(canvas, None, budget)
+    return disc_p + disc_q, [t, c], [a, b]
+
+
+def _grow_from(canvas: _Canvas, start: Pixel | None, budget: int) -> list[list[Pixel]]:
+    """A target path from ``start`` (``None``: a random free pixel), or ``_NoRoom``.
+
+    Up to ``_TARGET_TRIES`` searches (each from a new random pixel if none was given).
+    """
+    n = canvas.size
+    for _ in range(_TARGET_TRIES):
+        if start is not None:
+            y, x = start
         else:
-            raise _NoRoom
+            y, x = (
+                round(canvas.rng.uniform(canvas.lo, canvas.hi)),
+                round(canvas.rng.uniform(canvas.lo, canvas.hi)),
+            )
+            if canvas.blocked[y * n + x]:
+                continue
         try:
-            b = canvas.grow(second, spec.contour_length, budget, markable=True)
-            break
+            return canvas.grow((y, x), canvas.spec.contour_length, budget)
         except _NoRoom:
             continue
-    else:
-        raise _NoRoom
-    # One path's two markers must not touch (the discs of different paths are far apart).
-    for p in (a, b):
-        if _cheb([p[0][0]], [p[-1][-1]]) < 2 * spec.marker_radius + 2:
-            raise _NoRoom
-    canvas.block(_pixels(b))
-    return canvas, [a, b]
+    raise _NoRoom
 
 
 def draw_sample(spec: PathfinderSpec, label: int, rng: random.Random) -> np.ndarray:
     """One (resolution, resolution) uint8 image whose markers are connected iff ``label == 1``.
 
-    Raises ``ValueError`` if no layout of the two target paths is found in
-    ``spec.max_attempts`` tries (the geometry does not fit the resolution).
+    Raises ``ValueError`` if no layout of the target paths is found in ``spec.max_attempts``
+    tries (the geometry does not fit the resolution).
     """
     if label not in (0, 1):
         raise ValueError(f"pathfinder label must be 0 or 1, got {label!r}")
     for _ in range(spec.max_attempts):
         try:
-            canvas, paths = _draw_targets(spec, rng)
+            markers, positive, negative = _draw_targets(spec, rng)
             break
         except _NoRoom:
             continue
@@ -443,11 +469,10 @@ def draw_sample(spec: PathfinderSpec, label: int, rng: random.Random) -> np.ndar
             f"{spec.resolution}x{spec.resolution} image after {spec.max_attempts} tries; "
             f"use a larger resolution or an easier difficulty"
         )
-    # The label enters the image only here, through the markers, after the paths are drawn.
-    first = rng.randrange(2)
-    second = first if label == 1 else 1 - first
-    markers = canvas.disc_at(paths[first][0][0]) + canvas.disc_at(paths[second][-1][-1])
-    canvas.block(markers)
+    # The label enters the image only here, after both layouts (same markers) are drawn.
+    paths = positive if label == 1 else negative
+    canvas = _Canvas(spec, rng)
+    canvas.block(_pixels(paths[0]) + _pixels(paths[1]) + markers)
 
     budget = _DISTRACTOR_BUDGET * spec.distractor_length
     for _ in range(spec.n_distractors):
