@@ -404,3 +404,15 @@ def test_unknown_or_unselected_reference_is_one_line_error(tmp_path: Path) -> No
         tmp_path, BASE + "variants: {include: [linear]}\nreference: {variant: vanilla}\n"
     )
     assert "not among the profile's variants" in message and "linear" in message
+
+
+def test_data_hash_follows_the_tasks_data_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Data prepared by an older generator is not reused after a generator fix."""
+    from attnbench.config import data_config_hash
+    from attnbench.tasks.base import get_task
+
+    profile = load_profile(DEFAULT_PROFILE)
+    before = data_config_hash(profile, "listops")
+    monkeypatch.setattr(get_task("listops"), "data_version", 99)
+    assert data_config_hash(profile, "listops") != before
+    assert get_task("pathfinder").data_version >= 2  # the marker-cue fix

@@ -97,12 +97,67 @@ class AttentionMask:
     causal: bool = False
     key_padding: Tensor | None = None  # (B, S) bool, True = a real token
     memory_len: int = 0
+    # What :meth:`allowed`, :meth:`bias` and :meth:`has_empty_rows` built, so the layers of
+    # a stack (which share one mask per forward) build each once.
+    _cache: dict[tuple[Any, ...], Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def _cached(self, key: tuple[Any, ...], build: Any) -> Any:
+        # keyed by the fields too, so a mask whose fields change is rebuilt; the cache
+        # keeps key_padding alive, so its id() cannot be reused by another tensor
+        pad = self.key_padding
+        full = (*key, self.causal, self.memory_len, id(pad), None if pad is None else pad._version)
+        hit = self._cache.get(full)
+        if hit is None:
+            hit = self._cache[full] = (pad, build())
+        return hit[1]
 
     def allowed(self, q_len: int, k_len: int, device: torch.device) -> Tensor | None:
         """Boolean mask broadcastable to (B, H, T, S), True where attention is allowed.
 
         ``None`` means everything is allowed.
         """
+        return self._cached(
+            ("allowed", q_len, k_len, torch.device(device)),
+            lambda: self._build_allowed(q_len, k_len, device),
+        )
+
+    def bias(
+        self, q_len: int, k_len: int, device: torch.device, dtype: torch.dtype
+    ) -> Tensor | None:
+        """Additive mask broadcastable to (B, H, T, S): 0 where allowed, −∞ elsewhere.
+
+        ``None`` means everything is allowed. ``scores + bias`` equals
+        ``scores.masked_fill(~allowed, -inf)`` exactly, and its gradient needs no mask.
+        """
+
+        def build() -> Tensor | None:
+            allowed = self.allowed(q_len, k_len, device)
+            if allowed is None:
+                return None
+            zeros = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+            return zeros.masked_fill_(~allowed, float("-inf"))
+
+        return self._cached(("bias", q_len, k_len, torch.device(device), dtype), build)
+
+    def has_empty_rows(self, q_len: int, k_len: int, device: torch.device) -> bool:
+        """Whether some query has no allowed key (a fully padded sequence, say).
+
+        Without key padding a query always sees at least its own position; with it, the
+        answer needs one look at the mask (a host sync on a GPU), made once per mask.
+        """
+        if self.key_padding is None:
+            return False
+
+        def build() -> bool:
+            allowed = self.allowed(q_len, k_len, device)
+            assert allowed is not None
+            return not bool(allowed.any(dim=-1).all())
+
+        return self._cached(("empty", q_len, k_len, torch.device(device)), build)
+
+    def _build_allowed(self, q_len: int, k_len: int, device: torch.device) -> Tensor | None:
         mask: Tensor | None = None
         if self.causal:
             q_pos = torch.arange(q_len, device=device)[:, None] + self.memory_len
@@ -255,6 +310,24 @@ def masked_softmax(scores: Tensor, allowed: Tensor | None) -> Tensor:
     scores = scores.masked_fill(~allowed, float("-inf"))
     probs = F.softmax(scores, dim=-1)
     return probs.masked_fill(~allowed.any(dim=-1, keepdim=True), 0.0)
+
+
+def scaled_masked_softmax(scores: Tensor, mask: AttentionMask, scale: float = 1.0) -> Tensor:
+    """``masked_softmax(scores · scale, mask.allowed(T, S))``, with fewer passes over scores.
+
+    ``scores``: (..., T, S). The scale and the mask are one pass (``bias + scale · scores``
+    with the mask's cached additive :meth:`AttentionMask.bias`), and the all-zero fix-up
+    of queries without an allowed key runs only when the mask has such queries. The
+    weights and their gradients are :func:`masked_softmax`'s (0 + a·x rounds as a·x, and
+    −∞ + a·x is −∞; identical on CPU in the tests).
+    """
+    t, s = scores.shape[-2:]
+    bias = mask.bias(t, s, scores.device, scores.dtype)
+    if bias is None:
+        return F.softmax(scores * scale if scale != 1.0 else scores, dim=-1)
+    if mask.has_empty_rows(t, s, scores.device):
+        return masked_softmax(scores * scale, mask.allowed(t, s, scores.device))
+    return F.softmax(torch.add(bias, scores, alpha=scale), dim=-1)
 
 
 def default_scale(head_dim: int) -> float:

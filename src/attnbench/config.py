@@ -226,7 +226,13 @@ def data_config_hash(profile: dict[str, Any], task: str) -> str:
     """Hash of what determines a task's prepared data (its data knobs)."""
     task_cls = get_task(task)
     data_cfg = make_data_config(task_cls, profile["tasks"][task].get("data"))
-    return config_hash({"task": task, "data": dataclasses.asdict(data_cfg)})
+    return config_hash(
+        {
+            "task": task,
+            "data": dataclasses.asdict(data_cfg),
+            "data_version": task_cls.data_version,
+        }
+    )
 
 
 def config_hash(cfg: dict[str, Any]) -> str:

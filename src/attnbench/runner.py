@@ -47,6 +47,7 @@ import torch
 
 from attnbench import distributed, records
 from attnbench.attention import VARIANTS, Requirements, check_support, get_variant
+from attnbench.baselines import save_baselines, task_baselines
 from attnbench.config import config_hash, data_config_hash, job_config
 from attnbench.distributed import SINGLE, DistContext
 from attnbench.model import ModelConfig, count_parameters
@@ -281,6 +282,7 @@ def prepare_data(profile: dict[str, Any], task_name: str, data_dir: Path) -> Pat
                     f"task {task_name!r}: preparation produced an empty {split} split; "
                     f"every split needs at least one example (check tasks.{task_name}.data)"
                 )
+        save_baselines(check, staging)  # once per data set, not once per run
         marker = {
             "task": task_name,
             "data_hash": data_config_hash(profile, task_name),
@@ -492,7 +494,17 @@ def run_job(
             record |= {"status": "n/a", "reason": reason}
         else:
             failure = _run(
-                record, task, spec, cfg, seed, device, resume, record_file, progress, parallel
+                record,
+                task,
+                spec,
+                cfg,
+                seed,
+                device,
+                resume,
+                record_file,
+                progress,
+                parallel,
+                data_dir=data_dir,
             )
             if failure is not None and parallel.enabled:
                 raise JobFailed(
@@ -529,8 +541,13 @@ def _run(
     record_file: Path,
     progress: bool,
     parallel: DistContext = SINGLE,
+    *,
+    data_dir: Path,
 ) -> Exception | None:
     """Build, train, test and write the artifacts; fill ``record`` with the outcome.
+
+    The trivial baselines come from ``data_dir`` when saved there with the data
+    (:func:`attnbench.baselines.task_baselines`).
 
     Returns the exception of a failed run (``record`` then has status ``failed``).
     Distributed: every rank builds the same model (same seed; DDP also broadcasts rank
@@ -562,7 +579,7 @@ def _run(
             "val": result.val,
             "test": result.test,
             "best_step": result.best_step,
-            "baselines": task.baselines(),
+            "baselines": task_baselines(task, data_dir),
         }
         record["history"] = result.history
         record["attention"] = task.attention_analysis(model, device)

@@ -82,6 +82,8 @@ __all__ = [
     "parse_source",
     "read_tsv",
     "release_source",
+    "root_operator",
+    "root_operator_baseline",
     "tree_tokens",
     "write_tsv",
 ]
@@ -645,12 +647,42 @@ def read_tsv(path: str | Path) -> list[ListOpsExample]:
 def majority_baseline(train: Sequence[ListOpsExample], test: Sequence[ListOpsExample]) -> float:
     """Accuracy on ``test`` of always predicting the most frequent ``train`` label.
 
-    Ties go to the smallest label. Raises ValueError if either split is empty.
+    Ties go to the smallest label (:func:`attnbench.baselines.majority_class`). Raises
+    ValueError if either split is empty.
     """
+    from attnbench.baselines import majority_class
+
     if not train:
         raise ValueError("majority_baseline needs a non-empty train split")
     if not test:
         raise ValueError("majority_baseline needs a non-empty test split")
-    counts = Counter(example.label for example in train)
-    majority = min(counts, key=lambda label: (-counts[label], label))
-    return sum(example.label == majority for example in test) / len(test)
+    return majority_class([e.label for e in train], [e.label for e in test])
+
+
+def root_operator(tokens: Sequence[str]) -> str | None:
+    """The expression's outermost operator: its first operator token (None for a bare digit)."""
+    return next((tok for tok in tokens if tok in _OPERATOR_SET), None)
+
+
+def root_operator_baseline(
+    train: Sequence[ListOpsExample], test: Sequence[ListOpsExample]
+) -> float:
+    """Accuracy on ``test`` of predicting the most frequent ``train`` label per root operator.
+
+    The root operator alone shifts the answer's distribution a lot (``[SM`` is near uniform,
+    ``[MAX`` leans to 9, ``[MIN`` to 0, ``[MED`` to the middle digits), so this is the bar a
+    model passes by reading one token. Ties go to the smallest label; an operator not seen
+    in ``train`` gets the overall majority label. Raises ValueError if either split is empty.
+    """
+    from attnbench.baselines import accuracy, grouped_majority
+
+    if not train:
+        raise ValueError("root_operator_baseline needs a non-empty train split")
+    if not test:
+        raise ValueError("root_operator_baseline needs a non-empty test split")
+    predictions = grouped_majority(
+        [root_operator(e.tokens) for e in train],
+        [e.label for e in train],
+        [root_operator(e.tokens) for e in test],
+    )
+    return accuracy(predictions, [e.label for e in test])

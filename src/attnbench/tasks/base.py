@@ -16,7 +16,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from attnbench import baselines as bl
 from attnbench.attention import Requirements, VariantSpec
+from attnbench.batching import BUCKET_WINDOW, batch_groups
 from attnbench.model import ModelConfig, SequenceClassifier, cross_entropy
 from attnbench.options import build_options
 from attnbench.registry import Registry, RegistryError, caller_origin
@@ -77,6 +79,9 @@ class Task:
     selection_metric: ClassVar[str | None] = None
     selection_higher_is_better: ClassVar[bool | None] = None
     DataConfig: ClassVar[type] = object
+    # Bumped when the code that prepares the data changes what it writes (a generator fix):
+    # part of the prepared data's hash, so data prepared by older code is prepared anew.
+    data_version: ClassVar[int] = 1
 
     def __init__(self, data_cfg: Any) -> None:
         self.cfg = data_cfg
@@ -84,6 +89,9 @@ class Task:
         # Set by the runner for variants that cannot take variable lengths
         # (Capabilities.variable_length is False): pad every batch to this length.
         self.pad_to: int | None = None
+        # Training batches are sorted by length within windows of this many batches
+        # (attnbench.batching.batch_groups); 1 is plain random batching.
+        self.bucket_window: int = BUCKET_WINDOW
 
     # -- description ------------------------------------------------------------------
     def requirements(self) -> Requirements:
@@ -139,7 +147,13 @@ class Task:
         raise NotImplementedError
 
     def baselines(self) -> dict[str, float]:
-        """Trivial baselines on the test split (e.g. majority class), for the leaderboard."""
+        """The task's strongest trivial baselines on the test split, for the leaderboard.
+
+        ``{snake_case name: value}``, every value in the units of the primary metric
+        (``metric``), computed by the task from its loaded splits (:mod:`attnbench.baselines`)
+        and scored as its models are. The runner computes them once when the data are
+        prepared and reads them back in each run (:func:`attnbench.baselines.task_baselines`).
+        """
         return {}
 
     def analysis_batch(self, size: int = 64) -> Batch | None:
@@ -318,17 +332,36 @@ class SequenceClassificationTask(Task):
         return SequenceClassifier(self.vocab_size(), self.n_classes, cfg, variant, options)
 
     def batches(
-        self, split: str, batch_size: int, *, shuffle: bool = False, epoch: int = 0, seed: int = 0
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        epoch: int = 0,
+        seed: int = 0,
+        by_length: bool = False,
     ) -> Iterator[Batch]:
+        """Batches of ``[CLS] + ids``, padded to the longest row (or ``pad_to``).
+
+        Which examples form a batch is :func:`attnbench.batching.batch_groups`:
+        length-bucketed when ``shuffle`` (training), else split order, or longest first
+        with ``by_length`` (:meth:`evaluate` asks for that, so a subclass that
+        overrides this method accepts ``by_length`` too).
+        """
         examples: Sequence[tuple[Sequence[int], int]] = self.splits[split]
         if not examples:
             raise EmptySplitError(f"task {self.name!r}: split {split!r} is empty")
-        order = list(range(len(examples)))
-        if shuffle:  # the order is a pure function of (seed, epoch): resumable and reproducible
-            gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            order = torch.randperm(len(examples), generator=gen).tolist()
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        lengths = [len(ids) for ids, *_ in examples]
+        groups = batch_groups(
+            lengths,
+            batch_size,
+            shuffle=shuffle,
+            epoch=epoch,
+            seed=seed,
+            by_length=by_length,
+            window=self.bucket_window,
+        )
+        for idx in groups:
             rows = [[CLS_ID, *examples[i][0]] for i in idx]
             width = self.pad_to or max(len(r) for r in rows)
             ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
@@ -359,7 +392,9 @@ class SequenceClassificationTask(Task):
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
         correct, total, loss_sum = 0, 0, 0.0
         predictions: list[dict[str, Any]] = []
-        for batch in self.batches(split, batch_size):
+        # longest first: a batch holds similar lengths (little padding); the predictions
+        # are put back in split order below
+        for batch in self.batches(split, batch_size, by_length=True):
             batch = batch.to(device)
             logits = model(**batch.inputs, **model_kwargs).logits.float()
             loss_sum += float(cross_entropy(logits, batch.targets)) * len(batch.targets)
@@ -371,17 +406,31 @@ class SequenceClassificationTask(Task):
                 batch.index.tolist(), pred.tolist(), batch.targets.tolist(), strict=True
             ):
                 predictions.append({"index": i, "prediction": p, "target": t})
+        predictions.sort(key=lambda row: row["index"])
         return {"accuracy": correct / total, "loss": loss_sum / total}, predictions
 
     def analysis_batch(self, size: int = 64) -> Batch | None:
         return next(self.batches("val", size))
 
     def baselines(self) -> dict[str, float]:
-        train_labels = [label for _, label in self.splits["train"]]
-        test_labels = [label for _, label in self.splits["test"]]
-        if not train_labels or not test_labels:
+        """Test accuracy of ``majority_class`` and ``bag_of_tokens``.
+
+        ``bag_of_tokens``: multinomial logistic regression on ``log(1 + count)`` of each
+        token (:func:`attnbench.baselines.bag_features`), fit on train, its L2 strength
+        chosen on val (:func:`attnbench.baselines.bag_of_tokens`). Subclasses add theirs.
+        """
+        train, test = self.splits.get("train"), self.splits.get("test")
+        if not train or not test:
             return {}
-        majority = max(set(train_labels), key=lambda c: (train_labels.count(c), -c))
-        return {
-            "majority_class": sum(label == majority for label in test_labels) / len(test_labels)
-        }
+        labels = {split: [label for _, label in self.splits[split]] for split in self.splits}
+        result = {"majority_class": bl.majority_class(labels["train"], labels["test"])}
+        if self.splits.get("val"):
+            n_classes = max(2, 1 + max(max(y) for y in labels.values() if y))
+            vocab = self.vocab_size()
+            predictions = bl.bag_of_tokens(
+                lambda split: bl.bag_features([ids for ids, _ in self.splits[split]], vocab),
+                labels,
+                n_classes,
+            )
+            result["bag_of_tokens"] = bl.accuracy(predictions, labels["test"])
+        return result

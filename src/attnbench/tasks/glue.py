@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnbench import baselines as bl
 from attnbench.attention import VariantSpec
 from attnbench.data.hf import load_hf_dataset
 from attnbench.metrics import task_metrics
@@ -449,13 +450,23 @@ class GlueTask(SequenceClassificationTask):
                 )
 
     def batches(
-        self, split: str, batch_size: int, *, shuffle: bool = False, epoch: int = 0, seed: int = 0
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        epoch: int = 0,
+        seed: int = 0,
+        by_length: bool = False,
     ) -> Iterator[Batch]:
-        # The base pads [CLS] + ids and shuffles by (seed, epoch); its targets are class
-        # indices, so a regression task replaces them with the float scores, and the
-        # siamese encoding re-packs each pair as two [CLS]-led sequences.
+        # The base pads [CLS] + ids and picks the examples of each batch (length-bucketed
+        # by (seed, epoch) in training); its targets are class indices, so a regression
+        # task replaces them with the float scores, and the siamese encoding re-packs each
+        # pair as two [CLS]-led sequences (the same examples per batch as the joint one).
         examples = self.splits[split]
-        for batch in super().batches(split, batch_size, shuffle=shuffle, epoch=epoch, seed=seed):
+        for batch in super().batches(
+            split, batch_size, shuffle=shuffle, epoch=epoch, seed=seed, by_length=by_length
+        ):
             assert batch.index is not None
             index = batch.index.tolist()
             if self.regression:
@@ -528,10 +539,9 @@ class GlueTask(SequenceClassificationTask):
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
         loss_sum, total = 0.0, 0
         predictions: list[dict[str, Any]] = []
-        preds: list[float] = []
-        targets: list[float] = []
         examples = self.splits[split]  # exact targets (a float32 tensor rounds STS-B scores)
-        for batch in self.batches(split, batch_size):
+        # longest first (little padding), then the predictions back in split order
+        for batch in self.batches(split, batch_size, by_length=True):
             batch = batch.to(device)
             logits = model(**batch.inputs, **model_kwargs).logits.float()
             loss_sum += float(self._loss_of(logits, batch.targets)) * len(batch.targets)
@@ -540,8 +550,9 @@ class GlueTask(SequenceClassificationTask):
             assert batch.index is not None
             for i, p in zip(batch.index.tolist(), pred.tolist(), strict=True):
                 predictions.append({"index": i, "prediction": p, "target": examples[i][1]})
-                preds.append(p)
-                targets.append(examples[i][1])
+        predictions.sort(key=lambda row: row["index"])
+        preds = [row["prediction"] for row in predictions]
+        targets = [row["target"] for row in predictions]
         return {**self.scores(preds, targets), "loss": loss_sum / total}, predictions
 
     def baselines(self) -> dict[str, float]:
@@ -552,6 +563,14 @@ class GlueTask(SequenceClassificationTask):
         correlation: 0). Where the primary metric involves F1 and the majority is not the
         positive class, ``constant_positive`` too: predicting "paraphrase" for everything
         scores F1 > 0, so it is the bar a model has to clear there.
+
+        ``bag_of_tokens``: a linear model on bags of the task's BPE tokens, fit on train,
+        its L2 strength chosen on val by the task's own metric
+        (:func:`attnbench.baselines.select_linear`): multinomial logistic regression, for
+        STS-B ridge regression on the score. A sentence is ``log(1 + count)`` of each
+        token (:func:`attnbench.baselines.bag_features`); a pair is ``[a + b, |a − b|,
+        a ⊙ b]`` of its two sentences' bags (:func:`attnbench.baselines.pair_bag_features`),
+        whatever the ``pair_encoding``.
         """
         train = [label for _, label in self.splits.get("train", [])]
         test = [label for _, label in self.splits.get("test", [])]
@@ -559,17 +578,38 @@ class GlueTask(SequenceClassificationTask):
             return {}
         key = self.set_metric or self.metric
 
-        def score(constant: float) -> float:
-            return self.scores([constant] * len(test), test)[key]
+        def score(predictions: Sequence[float], targets: Sequence[float]) -> float:
+            return self.scores(list(predictions), list(targets))[key]
 
         if self.regression:
-            return {"mean_prediction": score(float(np.mean(train)))}
-        counts = Counter(train)
-        majority = min(counts, key=lambda c: (-counts[c], c))
-        result = {"majority_class": score(majority)}
-        if "f1" in key and majority != 1:
-            result["constant_positive"] = score(1)
+            result = {"mean_prediction": score([float(np.mean(train))] * len(test), test)}
+        else:
+            majority = bl.majority_label(train)
+            result = {"majority_class": score([majority] * len(test), test)}
+            if "f1" in key and majority != 1:
+                result["constant_positive"] = score([1] * len(test), test)
+        if self.splits.get("val"):
+            labels = {split: [label for _, label in self.splits[split]] for split in self.splits}
+            predictions = bl.bag_of_tokens(
+                self._baseline_bag_features,
+                labels,
+                1 if self.regression else self.n_classes,
+                score=lambda p, t: score(p.tolist(), t.tolist()),
+            )
+            result["bag_of_tokens"] = score(predictions.tolist(), test)
         return result
+
+    def _baseline_bag_features(self, split: str) -> Tensor:
+        """Bag-of-tokens features of a split: one bag per sentence, or a pair's combination."""
+        rows = [ids for ids, _ in self.splits[split]]
+        if len(self.fields) == 1:
+            return bl.bag_features(rows, self.vocab_size())
+        cuts = [ids.index(SEP) for ids in rows]
+        return bl.pair_bag_features(
+            [ids[:cut] for ids, cut in zip(rows, cuts, strict=True)],
+            [ids[cut + 1 :] for ids, cut in zip(rows, cuts, strict=True)],
+            self.vocab_size(),
+        )
 
     def record_info(self) -> dict[str, Any]:
         return {"data": self.meta} if self.meta else {}

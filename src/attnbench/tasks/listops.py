@@ -116,3 +116,20 @@ class ListOps(SequenceClassificationTask):
         for split, file in lo.SPLIT_FILES.items():
             examples = self._check_lengths(lo.read_tsv(Path(data_dir) / file), split)
             self.splits[split] = [(lo.encode(e.tokens), e.label) for e in examples]
+
+    def baselines(self) -> dict[str, float]:
+        """The base class's, plus ``root_operator``: the majority answer per root operator.
+
+        (:func:`attnbench.data.listops.root_operator_baseline`.)
+        """
+        result = super().baselines()
+        if result:
+            train, test = (
+                [
+                    lo.ListOpsExample(tuple(lo.decode(ids)), label)
+                    for ids, label in self.splits[split]
+                ]
+                for split in ("train", "test")
+            )
+            result["root_operator"] = lo.root_operator_baseline(train, test)
+        return result

@@ -68,6 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnbench import baselines as bl
 from attnbench.attention import Requirements, VariantSpec
 from attnbench.data.hf import DataSourceError, load_hf_dataset
 from attnbench.model import LanguageModel, ModelConfig, cross_entropy
@@ -717,12 +718,25 @@ class LanguageModelling(Task):
         return (-logp[self.splits["test"][1:]]).astype(np.float32)
 
     def baselines(self) -> dict[str, float]:
+        """Test perplexity of n-gram models fit on the training stream.
+
+        ``uniform`` (every token 1/V), ``unigram`` (add-one smoothed frequencies) and the
+        interpolated Kneser–Ney ``kn_bigram`` and ``kn_trigram``
+        (:func:`attnbench.baselines.kneser_ney_nll`), on exactly the tokens the model is
+        scored on: every test token after the split's [BOS], which is context only.
+        """
         if len(self.splits.get("test", [])) < 2:
             return {}
-        return {
+        result = {
             "unigram": nll_metrics(self._unigram_nll(), 1)["perplexity"],
             "uniform": float(self.vocab_size()),
         }
+        if len(self.splits.get("train", [])) >= 2:
+            train, test = self.splits["train"], self.splits["test"]
+            for order, name in ((2, "kn_bigram"), (3, "kn_trigram")):
+                nll = bl.kneser_ney_nll(train, test, order, self.vocab_size())
+                result[name] = nll_metrics(nll, 1)["perplexity"]
+        return result
 
     def analysis_batch(self, size: int = 32) -> Batch | None:
         return next(self.batches("val", size))

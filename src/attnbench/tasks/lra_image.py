@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from attnbench import baselines as bl
 from attnbench.attention import Requirements
 from attnbench.data import lra
 from attnbench.data.hf import load_hf_dataset
@@ -152,6 +153,26 @@ class LRAImage(SequenceClassificationTask):
                     "rerun attnbench prepare for task 'image'"
                 )
             self.splits[split] = list(zip(tokens, labels, strict=True))
+
+    def baselines(self) -> dict[str, float]:
+        """The base class's, plus ``linear_pixels``: logistic regression on the pixels.
+
+        One feature per position, the gray level scaled to [0, 1]: a linear classifier that
+        sees where each intensity is (the bag of pixel values does not), fit on train with
+        its L2 strength chosen on val (:func:`attnbench.baselines.select_linear`).
+        """
+        result = super().baselines()
+        if result and self.splits.get("val"):
+            pixels, labels = {}, {}
+            for split in SPLITS:
+                tokens = [np.asarray(t, dtype=np.float64) for t, _ in self.splits[split]]
+                pixels[split] = (np.stack(tokens) - lra.OFFSET) / 255.0
+                labels[split] = np.array([y for _, y in self.splits[split]], dtype=np.int64)
+            model = bl.select_linear(
+                pixels["train"], labels["train"], pixels["val"], labels["val"], self.n_classes
+            )
+            result["linear_pixels"] = bl.accuracy(model.predict(pixels["test"]), labels["test"])
+        return result
 
     def record_info(self) -> dict[str, Any]:
         return {"side": self.cfg.side, "pool": self.cfg.pool, "sequence_length": self.cfg.side**2}

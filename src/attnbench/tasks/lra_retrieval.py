@@ -41,7 +41,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from attnbench import baselines as bl
 from attnbench.attention import Requirements, VariantSpec
+from attnbench.batching import batch_groups
 from attnbench.data import lra
 from attnbench.data.hf import load_hf_dataset
 from attnbench.model import ModelConfig, PairClassifier
@@ -181,17 +183,33 @@ class LRARetrieval(Task):
             self.splits[split] = list(zip(columns["a"], columns["b"], labels, strict=True))
 
     def batches(
-        self, split: str, batch_size: int, *, shuffle: bool = False, epoch: int = 0, seed: int = 0
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        epoch: int = 0,
+        seed: int = 0,
+        by_length: bool = False,
     ) -> Iterator[Batch]:
+        """Two towers per batch; the examples of each batch as in every task (batch_groups).
+
+        A pair's length is its longer document's (the wider of its two towers).
+        """
         examples: Sequence[Pair] = self.splits[split]
         if not examples:
             raise EmptySplitError(f"task {self.name!r}: split {split!r} is empty")
-        order = list(range(len(examples)))
-        if shuffle:  # the same pure function of (seed, epoch) as SequenceClassificationTask
-            gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            order = torch.randperm(len(examples), generator=gen).tolist()
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        lengths = [max(len(a), len(b)) for a, b, _ in examples]
+        groups = batch_groups(
+            lengths,
+            batch_size,
+            shuffle=shuffle,
+            epoch=epoch,
+            seed=seed,
+            by_length=by_length,
+            window=self.bucket_window,
+        )
+        for idx in groups:
             ids_a, padding_a = self._tower([examples[i][0] for i in idx])
             ids_b, padding_b = self._tower([examples[i][1] for i in idx])
             yield Batch(
@@ -223,12 +241,27 @@ class LRARetrieval(Task):
     evaluate = SequenceClassificationTask.evaluate
 
     def baselines(self) -> dict[str, float]:
-        train = [label for *_, label in self.splits["train"]]
-        test = [label for *_, label in self.splits["test"]]
-        if not train or not test:
+        """Test accuracy of ``majority_class`` and ``bag_of_tokens``.
+
+        ``bag_of_tokens``: logistic regression on ``[a + b, |a − b|, a ⊙ b]`` of the two
+        documents' ``log(1 + count)`` byte bags (:func:`attnbench.baselines.pair_bag_features`),
+        fit on train, its L2 strength chosen on val.
+        """
+        if not self.splits.get("train") or not self.splits.get("test"):
             return {}
-        majority = max(set(train), key=lambda c: (train.count(c), -c))
-        return {"majority_class": sum(label == majority for label in test) / len(test)}
+        labels = {split: [label for *_, label in pairs] for split, pairs in self.splits.items()}
+        result = {"majority_class": bl.majority_class(labels["train"], labels["test"])}
+        if self.splits.get("val"):
+
+            def features(split: str) -> Tensor:
+                pairs = self.splits[split]
+                return bl.pair_bag_features(
+                    [a for a, _, _ in pairs], [b for _, b, _ in pairs], lra.VOCAB_SIZE
+                )
+
+            predictions = bl.bag_of_tokens(features, labels, self.n_classes)
+            result["bag_of_tokens"] = bl.accuracy(predictions, labels["test"])
+        return result
 
     def analysis_batch(self, size: int = 64) -> Batch | None:
         return next(self.batches("val", size))

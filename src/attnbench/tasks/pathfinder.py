@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from attnbench import baselines as bl
 from attnbench.attention import Requirements
 from attnbench.data import pathfinder as pf
 from attnbench.tasks.base import (
@@ -106,6 +107,8 @@ class _PathfinderTask(SequenceClassificationTask):
 
     family = "lra"
     n_classes = 2
+    # 2: the generator no longer gives the label away through the marker positions
+    data_version = 2
 
     def __init__(self, data_cfg: Any) -> None:
         super().__init__(data_cfg)
@@ -229,7 +232,14 @@ class _PathfinderTask(SequenceClassificationTask):
         self.info = json.loads(info_file.read_text()) if info_file.exists() else {}
 
     def batches(
-        self, split: str, batch_size: int, *, shuffle: bool = False, epoch: int = 0, seed: int = 0
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        epoch: int = 0,
+        seed: int = 0,
+        by_length: bool = False,  # every image has one length: split order is length order
     ) -> Iterator[Batch]:
         data: PixelSplit = self.splits[split]
         n = len(data)
@@ -255,12 +265,36 @@ class _PathfinderTask(SequenceClassificationTask):
             yield Batch(inputs, targets, len(idx) * (length + 1), torch.from_numpy(idx))
 
     def baselines(self) -> dict[str, float]:
+        """Test accuracy of ``majority_class`` and, for generated images, ``marker_positions``.
+
+        ``marker_positions``: k nearest neighbours (k chosen on val) on where the two
+        endpoint markers are and nothing else — their centres (pixels of the generator's
+        ``marker_value``, :func:`attnbench.baselines.blob_centroids`) and their vertical,
+        horizontal and Euclidean distances. A model below it need not trace any path.
+        The LRA release images have no marker gray level of their own, so they get
+        ``majority_class`` only.
+        """
         train, test = self.splits.get("train"), self.splits.get("test")
         if not train or not test:
             return {}
-        counts = np.bincount(train.labels, minlength=2)
-        majority = int(np.argmax(counts))  # ties: the smaller class id, as in the base class
-        return {"majority_class": float(np.mean(test.labels == majority))}
+        result = {"majority_class": bl.majority_class(train.labels, test.labels)}
+        if self.cfg.source == "generated" and self.splits.get("val"):
+            features = {split: self._baseline_marker_features(split) for split in pf.SPLITS}
+            labels = {split: self.splits[split].labels.astype(np.int64) for split in pf.SPLITS}
+            predictions, _ = bl.select_knn(
+                features["train"], labels["train"], features["val"], labels["val"], features["test"]
+            )
+            result["marker_positions"] = bl.accuracy(predictions, labels["test"])
+        return result
+
+    def _baseline_marker_features(self, split: str) -> np.ndarray:
+        """(N, 7): marker centres ``y1 x1 y2 x2``, ``|y2 − y1|``, ``|x2 − x1|``, distance."""
+        side = self.cfg.resolution
+        value = self.info.get("spec", {}).get("marker_value", self.spec().marker_value)
+        images = np.asarray(self.splits[split].pixels).reshape(-1, side, side)
+        centres = bl.blob_centroids(images, value)
+        dy, dx = centres[:, 2] - centres[:, 0], centres[:, 3] - centres[:, 1]
+        return np.column_stack([centres, np.abs(dy), np.abs(dx), np.hypot(dy, dx)])
 
     def record_info(self) -> dict[str, Any]:
         c = self.cfg

@@ -92,8 +92,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnbench import baselines as bl
 from attnbench import decoding, text
 from attnbench.attention import Requirements, VariantSpec, get_variant
+from attnbench.batching import batch_groups
 from attnbench.model import EncoderDecoder, ModelConfig
 from attnbench.records import atomic_write_text
 from attnbench.tasks.base import (
@@ -116,7 +118,6 @@ ARTIFACTS = (
     ("references", "reference", ".ref.txt"),
     ("sources", "source", ".src.txt"),
 )
-BUCKET_WINDOW = 50  # training batches sorted by length together (length bucketing)
 IGNORE = -100  # target id that the loss skips (padding)
 # Special ids the decoder never generates (EOS only ends a hypothesis).
 BANNED = tuple(i for i in range(len(text.SPECIALS)) if i != text.EOS)
@@ -516,28 +517,30 @@ class Translation(Task):
         )
 
     def batches(
-        self, split: str, batch_size: int, *, shuffle: bool = False, epoch: int = 0, seed: int = 0
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        epoch: int = 0,
+        seed: int = 0,
+        by_length: bool = False,
     ) -> Iterator[Batch]:
+        """Pairs grouped by :func:`attnbench.batching.batch_groups` (length-bucketed when
+        ``shuffle``), a pair's length being its longer side's."""
         pairs: list[Pair] = self.splits[split]
         if not pairs:
             raise EmptySplitError(f"task {self.name!r}: split {split!r} is empty")
-        if not shuffle:
-            groups = [
-                list(range(s, min(s + batch_size, len(pairs))))
-                for s in range(0, len(pairs), batch_size)
-            ]
-        else:  # the order is a pure function of (seed, epoch): resumable and reproducible
-            gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            order = torch.randperm(len(pairs), generator=gen).tolist()
-            # Length bucketing (as in fairseq and tensor2tensor): sort each window of
-            # BUCKET_WINDOW batches by length, cut it into batches, shuffle the batches;
-            # a batch then holds similar lengths and carries little padding.
-            window = batch_size * BUCKET_WINDOW
-            groups = []
-            for w in range(0, len(order), window):
-                part = sorted(order[w : w + window], key=lambda i: pairs[i].length)
-                groups += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
-            groups = [groups[g] for g in torch.randperm(len(groups), generator=gen).tolist()]
+        lengths = [p.length for p in pairs]
+        groups = batch_groups(
+            lengths,
+            batch_size,
+            shuffle=shuffle,
+            epoch=epoch,
+            seed=seed,
+            by_length=by_length,
+            window=self.bucket_window,
+        )
         for idx in groups:
             yield self._collate([pairs[i] for i in idx], idx)
 
@@ -578,7 +581,7 @@ class Translation(Task):
         both the encoder and the decoder stack.
         """
         loss_sum, n_tokens, correct = 0.0, 0, 0
-        for batch in self.batches(split, batch_size):
+        for batch in self.batches(split, batch_size, by_length=True):  # sums: order is free
             batch = batch.to(device)
             inputs = batch.inputs
             memory = model.encoder(inputs["src"], inputs["src_padding"], **model_kwargs)
@@ -711,14 +714,28 @@ class Translation(Task):
         return result
 
     def baselines(self) -> dict[str, float]:
-        """Copying the source: BLEU/chrF of the source sentences as translations."""
+        """Test BLEU (scored as the model's) of two translations that need no model.
+
+        ``copy_source``: the source sentence itself. ``word_by_word``: each source word
+        replaced by the target word it co-occurs with most (Dice coefficient over the
+        training pairs; :class:`attnbench.baselines.LexicalTranslator`), in source order.
+        """
         test: list[Pair] = self.splits.get("test", [])
         if not test:
             return {}
-        scores = score_translations(
-            [p.source for p in test], [p.reference for p in test], bootstrap=0
-        )
-        return {"copy_source_bleu": scores["bleu"], "copy_source_chrf": scores["chrf"]}
+        references = [p.reference for p in test]
+
+        def bleu(hypotheses: list[str]) -> float:
+            return float(score_translations(hypotheses, references, bootstrap=0)["bleu"])
+
+        result = {"copy_source": bleu([p.source for p in test])}
+        train: list[Pair] = self.splits.get("train", [])
+        if train:
+            lexicon = bl.LexicalTranslator.fit(
+                [p.source for p in train], [p.reference for p in train]
+            )
+            result["word_by_word"] = bleu([lexicon.translate(p.source) for p in test])
+        return result
 
     def record_info(self) -> dict[str, Any]:
         c = self.cfg

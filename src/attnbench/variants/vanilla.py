@@ -18,8 +18,8 @@ from attnbench.attention import (
     Capabilities,
     MultiHeadAttention,
     default_scale,
-    masked_softmax,
     register_variant,
+    scaled_masked_softmax,
 )
 
 
@@ -42,8 +42,9 @@ class Vanilla(MultiHeadAttention):
     def attend(
         self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext
     ) -> tuple[Tensor, Tensor | None]:
-        scores = (q @ k.transpose(-2, -1)) * default_scale(q.shape[-1])  # (B, H, T, S)
-        allowed = ctx.mask.allowed(q.shape[-2], k.shape[-2], q.device)
-        probs = masked_softmax(scores, allowed)  # (B, H, T, S)
+        # (Q/√d_k) Kᵀ: scaling Q costs a pass over (B, H, T, dh), not over the (B, H, T, S)
+        # scores, and for d_k a power of 4 (scale 2⁻ᵏ) it is exact: the same numbers
+        scores = (q * default_scale(q.shape[-1])) @ k.transpose(-2, -1)  # (B, H, T, S)
+        probs = scaled_masked_softmax(scores, ctx.mask)  # + M as an additive mask
         out = self.attn_dropout(probs) @ v  # (B, H, T, dh)
         return out, probs
