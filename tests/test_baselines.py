@@ -356,6 +356,10 @@ TINY: dict[str, dict] = {
                     "max_length": 24},
     "bible-paraphrase": {"n_train": 150, "n_val": 30, "n_test": 30, "vocab_size": 300,
                          "max_length": 32},
+    "bible-bshift": {"n_train": 150, "n_val": 30, "n_test": 30, "vocab_size": 300,
+                     "max_length": 32},
+    "bible-shuffle": {"n_train": 150, "n_val": 30, "n_test": 30, "vocab_size": 300,
+                      "max_length": 32},
     "lm": {"source": "novels", "tokenizer": "char", "window": 16, "stride": 8,
            "max_train_chars": 5000, "max_val_chars": 500, "max_test_chars": 500},
 }  # fmt: skip
