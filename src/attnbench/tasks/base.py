@@ -118,6 +118,32 @@ class Task:
     ) -> Iterator[Batch]:
         raise NotImplementedError
 
+    def batch_indices(
+        self,
+        split: str,
+        lengths: Sequence[int],
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        epoch: int = 0,
+        seed: int = 0,
+        by_length: bool = False,
+    ) -> list[list[int]]:
+        """Example indices of each batch of ``split`` (:func:`attnbench.batching.batch_groups`):
+        length-bucketed when ``shuffle`` (training; a pure function of seed and epoch), split
+        order otherwise, longest first with ``by_length``. An empty split is an error."""
+        if not lengths:
+            raise EmptySplitError(f"task {self.name!r}: split {split!r} is empty")
+        return batch_groups(
+            lengths,
+            batch_size,
+            shuffle=shuffle,
+            epoch=epoch,
+            seed=seed,
+            by_length=by_length,
+            window=self.bucket_window,
+        )
+
     def split_size(self, split: str) -> int:
         return len(self.splits[split])
 
@@ -349,17 +375,9 @@ class SequenceClassificationTask(Task):
         overrides this method accepts ``by_length`` too).
         """
         examples: Sequence[tuple[Sequence[int], int]] = self.splits[split]
-        if not examples:
-            raise EmptySplitError(f"task {self.name!r}: split {split!r} is empty")
         lengths = [len(ids) for ids, *_ in examples]
-        groups = batch_groups(
-            lengths,
-            batch_size,
-            shuffle=shuffle,
-            epoch=epoch,
-            seed=seed,
-            by_length=by_length,
-            window=self.bucket_window,
+        groups = self.batch_indices(
+            split, lengths, batch_size, shuffle=shuffle, epoch=epoch, seed=seed, by_length=by_length
         )
         for idx in groups:
             rows = [[CLS_ID, *examples[i][0]] for i in idx]

@@ -43,14 +43,12 @@ from torch import Tensor, nn
 
 from attnbench import baselines as bl
 from attnbench.attention import Requirements, VariantSpec
-from attnbench.batching import batch_groups
 from attnbench.data import lra
 from attnbench.data.hf import load_hf_dataset
 from attnbench.model import ModelConfig, PairClassifier
 from attnbench.tasks.base import (
     Batch,
     DatasetInfo,
-    EmptySplitError,
     SequenceClassificationTask,
     Task,
     attention_statistics,
@@ -197,17 +195,9 @@ class LRARetrieval(Task):
         A pair's length is its longer document's (the wider of its two towers).
         """
         examples: Sequence[Pair] = self.splits[split]
-        if not examples:
-            raise EmptySplitError(f"task {self.name!r}: split {split!r} is empty")
         lengths = [max(len(a), len(b)) for a, b, _ in examples]
-        groups = batch_groups(
-            lengths,
-            batch_size,
-            shuffle=shuffle,
-            epoch=epoch,
-            seed=seed,
-            by_length=by_length,
-            window=self.bucket_window,
+        groups = self.batch_indices(
+            split, lengths, batch_size, shuffle=shuffle, epoch=epoch, seed=seed, by_length=by_length
         )
         for idx in groups:
             ids_a, padding_a = self._tower([examples[i][0] for i in idx])

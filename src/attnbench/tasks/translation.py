@@ -95,7 +95,6 @@ from torch import Tensor, nn
 from attnbench import baselines as bl
 from attnbench import decoding, text
 from attnbench.attention import Requirements, VariantSpec, get_variant
-from attnbench.batching import batch_groups
 from attnbench.model import EncoderDecoder, ModelConfig
 from attnbench.records import atomic_write_text
 from attnbench.tasks.base import (
@@ -529,17 +528,9 @@ class Translation(Task):
         """Pairs grouped by :func:`attnbench.batching.batch_groups` (length-bucketed when
         ``shuffle``), a pair's length being its longer side's."""
         pairs: list[Pair] = self.splits[split]
-        if not pairs:
-            raise EmptySplitError(f"task {self.name!r}: split {split!r} is empty")
         lengths = [p.length for p in pairs]
-        groups = batch_groups(
-            lengths,
-            batch_size,
-            shuffle=shuffle,
-            epoch=epoch,
-            seed=seed,
-            by_length=by_length,
-            window=self.bucket_window,
+        groups = self.batch_indices(
+            split, lengths, batch_size, shuffle=shuffle, epoch=epoch, seed=seed, by_length=by_length
         )
         for idx in groups:
             yield self._collate([pairs[i] for i in idx], idx)
