@@ -271,3 +271,14 @@ def test_record_carries_attention_statistics(prepared, tmp_path: Path) -> None:
     stats = record["attention"]
     assert stats["available"] and len(stats["layers"]) == profile["model"]["n_layers"]
     assert 0 < stats["layers"][0]["entropy"] <= math.log(25)
+
+
+def test_record_names_the_profiles_reference_variant(prepared, tmp_path: Path) -> None:
+    """The leaderboard reads the reference from the records: the profile's, not a name."""
+    profile, data = prepared
+    profile = {**profile, "reference": {"variant": "fused", "seeds": None}}
+    record = _train(profile, data, tmp_path / "r" / "seed0.json")
+    assert record["reference_variant"] == "fused"
+    from attnbench.significance import reference_variant
+
+    assert reference_variant([record]) == "fused"

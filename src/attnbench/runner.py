@@ -387,6 +387,8 @@ def _base_record(cfg: dict[str, Any], task: Task, seed: int) -> dict[str, Any]:
         "dense_at_length": spec.dense_reason(task.max_len(), cfg["variant_options"]),
         "seed": seed,
         "profile": cfg["profile"],
+        # the variant the leaderboard compares this run with (profile key reference.variant)
+        "reference_variant": cfg["reference_variant"],
         "metric": {"name": task.metric, "higher_is_better": task.higher_is_better},
         "metrics": {},
         "n_params": 0,
