@@ -26,7 +26,7 @@ import html
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,22 +153,26 @@ def plot_quality_cost(records: list[dict[str, Any]], profile: str, out_dir: Path
     return _save(fig, out_dir, f"quality_cost_{_slug(profile)}")[0]
 
 
-def _task_seeds(
-    analysis: Analysis, profile: str, task: str
-) -> tuple[dict[str, list[float]], str, float | None, str | None]:
-    """Scaled per-seed values by variant, the metric, and the strongest baseline (scaled)."""
-    signal = analysis.signals.get((profile, task))
-    metric = signal.metric if signal else ""
-    scale = metric_scale(metric)
-    values = {
-        variant: [value * scale for _, value in pairs]
-        for (p, t, variant), pairs in sorted(analysis.seeds.items())
-        if p == profile and t == task and pairs
-    }
-    baseline = None
-    if signal is not None and signal.baseline_value is not None:
-        baseline = signal.baseline_value * scale
-    return values, metric, baseline, signal.baseline_name if signal else None
+def _task_panels(
+    analysis: Analysis, profile: str
+) -> Iterator[tuple[str, dict[str, list[float]], list[str], str, float | None, str | None]]:
+    """Per task of ``profile`` with seed values: (task, scaled per-seed values by variant,
+    variants in plotting order, metric, strongest baseline scaled, its name)."""
+    reference = analysis.reference(profile)
+    controls = set(analysis.controls.get(profile, []))
+    for task in sorted(t for p, t in analysis.signals if p == profile):
+        signal = analysis.signals[(profile, task)]
+        scale = metric_scale(signal.metric)
+        values = {
+            variant: [value * scale for _, value in pairs]
+            for (p, t, variant), pairs in sorted(analysis.seeds.items())
+            if p == profile and t == task and pairs
+        }
+        if not values:
+            continue
+        baseline = None if signal.baseline_value is None else signal.baseline_value * scale
+        variants = _variant_order(values, reference, controls)
+        yield task, values, variants, signal.metric, baseline, signal.baseline_name
 
 
 def _variant_label(analysis: Analysis, profile: str, task: str, variant: str) -> str:
@@ -202,11 +206,7 @@ def plot_task_bars(
     reference = analysis.reference(profile)
     controls = set(analysis.controls.get(profile, []))
     out = []
-    for task in sorted(t for p, t in analysis.signals if p == profile):
-        values, metric, baseline, baseline_name = _task_seeds(analysis, profile, task)
-        if not values:
-            continue
-        variants = _variant_order(values, reference, controls)
+    for task, values, variants, metric, baseline, baseline_name in _task_panels(analysis, profile):
         means = [float(np.mean(values[v])) for v in variants]
         stds = [float(np.std(values[v], ddof=1)) if len(values[v]) > 1 else 0.0 for v in variants]
         fig, ax = plt.subplots(figsize=(6.5, 0.7 + 0.16 * len(variants)))
@@ -260,11 +260,7 @@ def plot_seed_spread(
     reference = analysis.reference(profile)
     controls = set(analysis.controls.get(profile, []))
     out = []
-    for task in sorted(t for p, t in analysis.signals if p == profile):
-        values, metric, baseline, baseline_name = _task_seeds(analysis, profile, task)
-        if not values:
-            continue
-        variants = _variant_order(values, reference, controls)
+    for task, values, variants, metric, baseline, baseline_name in _task_panels(analysis, profile):
         fig, ax = plt.subplots(figsize=(1.5 + 0.22 * len(variants), 3.6))
         for x, variant in enumerate(variants):
             ys = values[variant]

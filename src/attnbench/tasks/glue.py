@@ -111,6 +111,15 @@ def _check_text_knobs(where: str, vocab_size: int, max_length: int, min_frequenc
         raise ValueError(f"{where}.min_frequency must be at least 1, got {min_frequency}")
 
 
+def _check_split_fractions(where: str, val: float, test: float) -> None:
+    """Validation and test fractions each in (0, 1), together below 1."""
+    for name, value in (("val_fraction", val), ("test_fraction", test)):
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"{where}.{name} must be in (0, 1), got {value}")
+    if val + test >= 1.0:
+        raise ValueError(f"{where}: val_fraction + test_fraction must be below 1, got {val + test}")
+
+
 def _check_cap(where: str, name: str, value: int | None, minimum: int = 1) -> None:
     if value is not None and value < minimum:
         raise ValueError(f"{where}.{name} must be at least {minimum} or null, got {value}")
@@ -218,14 +227,7 @@ class BibleParaphraseData:
 
     def __post_init__(self) -> None:
         where = "tasks.bible-paraphrase.data"
-        for name in ("val_fraction", "test_fraction"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{where}.{name} must be in (0, 1), got {getattr(self, name)}")
-        if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError(
-                f"{where}: val_fraction + test_fraction must be below 1, "
-                f"got {self.val_fraction + self.test_fraction}"
-            )
+        _check_split_fractions(where, self.val_fraction, self.test_fraction)
         _check_cap(where, "max_distance", self.max_distance)
         for name in ("n_train", "n_val", "n_test"):
             _check_cap(where, name, getattr(self, name), minimum=2)

@@ -52,6 +52,7 @@ from attnbench.metrics import compute_metrics
 from attnbench.tasks.base import DatasetInfo, register_task
 from attnbench.tasks.glue import (  # private helpers of glue.py, shared by its stand-ins
     _check_cap,
+    _check_split_fractions,
     _check_text_knobs,
     _read_table,
     _StandIn,
@@ -102,14 +103,7 @@ class BibleBShiftData:
 
     def __post_init__(self) -> None:
         where = f"tasks.{self.task}.data"
-        for name in ("val_fraction", "test_fraction"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{where}.{name} must be in (0, 1), got {getattr(self, name)}")
-        if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError(
-                f"{where}: val_fraction + test_fraction must be below 1, "
-                f"got {self.val_fraction + self.test_fraction}"
-            )
+        _check_split_fractions(where, self.val_fraction, self.test_fraction)
         _check_cap(where, "min_words", self.min_words, minimum=3)
         if self.max_words < self.min_words:
             raise ValueError(
