@@ -28,7 +28,7 @@ from attnbench.model import (
     count_parameters,
     sinusoidal_table,
 )
-from attnbench.runner import seed_everything
+from attnbench.provenance import seed_everything
 from attnbench.tasks.base import (
     Batch,
     DatasetInfo,

@@ -60,6 +60,9 @@ class Capabilities:
     # False: output i depends on input i only — no token mixing at all (an attention-free
     # control); the leaderboard identifies controls by this, never by name
     mixes_tokens: bool = True
+    # True: computes exact softmax attention, so the efficiency sweep's FLOP count is its real
+    # work; other variants' rates there are the equivalent rate of exact attention
+    exact_softmax: bool = False
     time_complexity: str = "O(n²·d)"
     memory_complexity: str = "O(n²)"
 
@@ -233,6 +236,16 @@ class Attention(nn.Module):
         """
         return None
 
+    @classmethod
+    def memory_len(cls, options: Any) -> int:
+        """Positions of earlier segments a recurrent variant keeps as memory, with ``options``.
+
+        A task that reads a long text segment by segment (the LM's recurrent evaluation)
+        plans its warm-up from this; 0 means no memory. Default: 0. A variant whose
+        capabilities say ``recurrent`` overrides it.
+        """
+        return 0
+
     def forward(  # pragma: no cover - interface
         self, x: Tensor, source: Tensor | None, ctx: AttentionContext
     ) -> AttentionOutput:
@@ -386,6 +399,10 @@ class VariantSpec:
         See :meth:`Attention.dense_reason`.
         """
         return self.cls.dense_reason(self.options(overrides), n)
+
+    def memory_len(self, overrides: dict[str, Any] | None = None) -> int:
+        """Recurrent memory in positions (0: none); see :meth:`Attention.memory_len`."""
+        return self.cls.memory_len(self.options(overrides))
 
 
 VARIANTS: Registry[VariantSpec] = Registry(

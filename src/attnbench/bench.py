@@ -80,7 +80,7 @@ variant at ``<output_dir>/bench/<profile>/records/<variant>.json``::
 
     {"kind": "attnbench-bench", "schema_version": 1, "profile": ..., "variant": ...,
      "variant_paper": ..., "variant_options": {...}, "capabilities": {...},
-     "device": runner.device_info(...), "host": CPU facts, "grid": "cpu" | "cuda",
+     "device": provenance.device_info(...), "host": CPU facts, "grid": "cpu" | "cuda",
      "memory_kind": "cpu_live_tensor_peak" | "cuda_max_memory_allocated",
      "git_commit": ..., "versions": {...}, "config_hash": ..., "config": {...},
      "started_at": ..., "finished_at": ..., "wall_time_s": ...,
@@ -624,7 +624,12 @@ def train_step(
 
     from attnbench.model import ModelConfig
     from attnbench.tasks.base import get_task, make_data_config
-    from attnbench.train import TrainConfig, make_optimizer
+    from attnbench.train import (
+        TrainConfig,
+        make_optimizer,
+        make_scheduler,
+        optimizer_step,
+    )
 
     task_cls = get_task(job["task"])
     task = task_cls(make_data_config(task_cls, job["data"]))
@@ -633,16 +638,13 @@ def train_step(
     model = task.build_model(model_cfg, spec, options).to(device).train()
     train_cfg = TrainConfig(**job["train"])
     optimizer = make_optimizer(model, train_cfg)
+    scheduler = make_scheduler(optimizer, train_cfg)
     data = synthetic_batch(task, s.batch, s.length, torch.Generator().manual_seed(0)).to(device)
 
     def step() -> None:
         with autocast(device, s.dtype):
             loss, _ = task.loss(model, data)
-        loss.backward()
-        if train_cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)  # gradients do not outlive the step
+        optimizer_step(loss, model, optimizer, scheduler, train_cfg.grad_clip)
 
     return step
 
@@ -874,7 +876,7 @@ def run_variant(
 
     from attnbench.attention import get_variant
     from attnbench.config import config_hash, job_config
-    from attnbench.runner import device_info, git_commit, library_versions, now
+    from attnbench.provenance import device_info, git_commit, library_versions, now
     from attnbench.tasks.base import get_task, make_data_config
 
     wall0 = time.perf_counter()
@@ -1423,7 +1425,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from attnbench.attention import get_variant
-    from attnbench.runner import resolve_device
+    from attnbench.provenance import resolve_device
 
     for name in args.variant:
         get_variant(name)  # unknown names fail now, listing the valid ones

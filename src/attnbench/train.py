@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from attnbench import distributed
@@ -335,6 +335,33 @@ def _own_rng(saved: dict[str, Any], parallel: DistContext, resume: Resume | None
     return states[parallel.rank]
 
 
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warm-up then ``cfg.schedule`` decay (:func:`lr_factor`), stepped once per step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+
+
+def optimizer_step(
+    loss: Tensor,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    grad_clip: float | None,
+) -> None:
+    """The trainer's update from one batch's loss: backward, clip, step, schedule.
+
+    Gradients are freed at the end (``set_to_none``), so they do not outlive the step;
+    the efficiency sweep's ``train_step`` mode times exactly this function.
+    """
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 @dataclass
 class TrainResult:
     best_step: int
@@ -382,7 +409,7 @@ def train(
     # The model that trains (DDP averages gradients); ``model`` itself evaluates on rank 0.
     trained = distributed.wrap(model, parallel, device)
     optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    scheduler = make_scheduler(optimizer, cfg)
     select = task.selection_metric or task.metric
     higher = task.selection_higher_is_better
     sign = 1.0 if (task.higher_is_better if higher is None else higher) else -1.0
@@ -490,12 +517,7 @@ def train(
         if not math.isfinite(value):
             bar.close()
             raise Diverged(step, value)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        optimizer_step(loss, model, optimizer, scheduler, cfg.grad_clip)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_time += time.perf_counter() - t0

@@ -82,6 +82,10 @@ class Task:
     # Bumped when the code that prepares the data changes what it writes (a generator fix):
     # part of the prepared data's hash, so data prepared by older code is prepared anew.
     data_version: ClassVar[int] = 1
+    # The published averages this task counts toward, as (label, number of tasks it averages):
+    # LRA's "Avg" over its five tasks, GLUE's score over nine. Runs carry them in their
+    # records, and the leaderboard shows an average only when all of its tasks are there.
+    averages: ClassVar[tuple[tuple[str, int], ...]] = ()
 
     def __init__(self, data_cfg: Any) -> None:
         self.cfg = data_cfg

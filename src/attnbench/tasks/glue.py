@@ -627,6 +627,8 @@ class CoLA(GlueTask):
     Warstadt, Singh & Bowman 2019, "Neural Network Acceptability Judgments".
     """
 
+    averages = (("GLUE", 9),)
+
     name = "cola"
     metric = "mcc"
     set_metric = "mcc"
@@ -642,6 +644,8 @@ class SST2(GlueTask):
     Sentiment Treebank".
     """
 
+    averages = (("GLUE", 9),)
+
     name = "sst2"
     title = "SST-2 (Socher et al. 2013)"
     DataConfig = _glue_data("sst2")
@@ -655,6 +659,8 @@ class MRPC(GlueTask):
     Paraphrases". The primary metric is GLUE's task score, the mean of F1 (class 1,
     paraphrase) and accuracy; both are reported.
     """
+
+    averages = (("GLUE", 9),)
 
     name = "mrpc"
     metric = "f1_accuracy"
@@ -673,6 +679,8 @@ class STSB(GlueTask):
     Spearman's ρ, and both are reported.
     """
 
+    averages = (("GLUE", 9),)
+
     name = "stsb"
     metric = "pearson_spearman"
     head = "regression"
@@ -688,6 +696,8 @@ class QQP(GlueTask):
 
     Iyer, Dandekar & Csernai 2017, "First Quora Dataset Release: Question Pairs".
     """
+
+    averages = (("GLUE", 9),)
 
     name = "qqp"
     metric = "f1_accuracy"
@@ -707,6 +717,8 @@ class MNLI(GlueTask):
     its per-example predictions in ``<record>.predictions_mismatched.jsonl``. Our
     validation set is held out of train, i.e. in the training genres: "matched".
     """
+
+    averages = (("GLUE", 9),)
 
     name = "mnli"
     metric = "accuracy_matched"
@@ -759,6 +771,8 @@ class QNLI(GlueTask):
     Comprehension of Text".
     """
 
+    averages = (("GLUE", 9),)
+
     name = "qnli"
     fields = ("question", "sentence")
     title = "QNLI (from SQuAD, Rajpurkar et al. 2016)"
@@ -772,6 +786,8 @@ class RTE(GlueTask):
     Dagan, Glickman & Magnini 2006, "The PASCAL Recognising Textual Entailment
     Challenge", and its successors RTE2, RTE3 and RTE5, merged by GLUE.
     """
+
+    averages = (("GLUE", 9),)
 
     name = "rte"
     fields = ("sentence1", "sentence2")
@@ -787,6 +803,8 @@ class WNLI(GlueTask):
     that its validation set is adversarial (shared sentences with flipped labels):
     models trained on WNLI's train split often score below the majority class.
     """
+
+    averages = (("GLUE", 9),)
 
     name = "wnli"
     fields = ("sentence1", "sentence2")

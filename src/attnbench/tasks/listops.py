@@ -55,6 +55,8 @@ class ListOpsData:
 class ListOps(SequenceClassificationTask):
     """LRA ListOps: nested list operations, 10-way classification (accuracy)."""
 
+    averages = (("LRA", 5), ("LRA with Path-X", 6))
+
     name = "listops"
     family = "lra"
     n_classes = 10

@@ -83,6 +83,8 @@ class ImageData:
 class LRAImage(SequenceClassificationTask):
     """LRA Image: 10-way classification of grayscale images as pixel sequences (accuracy)."""
 
+    averages = (("LRA", 5), ("LRA with Path-X", 6))
+
     name = "image"
     family = "lra"
     n_classes = 10

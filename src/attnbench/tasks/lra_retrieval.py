@@ -102,6 +102,8 @@ class RetrievalData:
 class LRARetrieval(Task):
     """LRA Retrieval: binary document matching with a two-tower encoder (accuracy)."""
 
+    averages = (("LRA", 5), ("LRA with Path-X", 6))
+
     name = "retrieval"
     family = "lra"
     metric = "accuracy"

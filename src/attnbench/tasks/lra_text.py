@@ -101,6 +101,8 @@ class TextData:
 class LRAText(SequenceClassificationTask):
     """LRA Text: byte-level binary sentiment (IMDb) or, offline, novel-author classification."""
 
+    averages = (("LRA", 5), ("LRA with Path-X", 6))
+
     name = "text"
     family = "lra"
     DataConfig = TextData

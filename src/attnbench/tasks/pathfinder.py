@@ -314,6 +314,8 @@ class _PathfinderTask(SequenceClassificationTask):
 class Pathfinder(_PathfinderTask):
     """LRA Pathfinder: 32×32 images as 1,024 pixel tokens, connected or not (accuracy)."""
 
+    averages = (("LRA", 5), ("LRA with Path-X", 6))
+
     name = "pathfinder"
     DataConfig = PathfinderData
 
@@ -321,6 +323,8 @@ class Pathfinder(_PathfinderTask):
 @register_task
 class PathX(_PathfinderTask):
     """LRA Path-X: 128×128 images as 16,384 pixel tokens, connected or not (accuracy)."""
+
+    averages = (("LRA with Path-X", 6),)
 
     name = "pathx"
     DataConfig = PathXData

@@ -80,6 +80,7 @@ class FusedAttention(MultiHeadAttention):
         causal=True,
         cross_attention=True,
         padding_mask=True,
+        exact_softmax=True,
         time_complexity="O(n²·d)",
         memory_complexity="O(n) with the flash/efficient kernels; O(n²) on the math fallback",
     )

@@ -80,6 +80,10 @@ class TransformerXL(MultiHeadAttention):
         memory_complexity="O(n·(n+m))",
     )
 
+    @classmethod
+    def memory_len(cls, options: TransformerXLOptions) -> int:
+        return options.mem_len
+
     def __init__(self, dims: AttentionDims, options: TransformerXLOptions | None = None) -> None:
         super().__init__(dims, options)
         h, dh = dims.n_heads, dims.head_dim

@@ -35,6 +35,7 @@ class Vanilla(MultiHeadAttention):
         causal=True,
         cross_attention=True,
         padding_mask=True,
+        exact_softmax=True,
         time_complexity="O(n²·d)",
         memory_complexity="O(n²)",
     )
