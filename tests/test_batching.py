@@ -20,7 +20,12 @@ import torch
 from attnbench.attention import get_variant
 from attnbench.batching import BUCKET_WINDOW, batch_groups, epoch_generator, padding_fraction
 from attnbench.model import ModelConfig
-from attnbench.tasks.base import SequenceClassificationTask, get_task, make_data_config
+from attnbench.tasks.base import (
+    SequenceClassificationTask,
+    TaskSetup,
+    get_task,
+    make_data_config,
+)
 from attnbench.train import TrainStream
 
 
@@ -108,8 +113,8 @@ class _Toy(SequenceClassificationTask):
     name = "toy"
     n_classes = 2
 
-    def __init__(self, n: int = 300, seed: int = 0) -> None:
-        super().__init__(None)
+    def __init__(self, n: int = 300, seed: int = 0, setup: TaskSetup | None = None) -> None:
+        super().__init__(None, setup)
         rng = random.Random(seed)
         for split, size in (("train", n), ("val", 40), ("test", 57)):
             rows = []
@@ -143,7 +148,7 @@ def test_task_batches_pad_to_their_longest_row_and_keep_pad_to() -> None:
     random_batches = batch_groups([len(e[0]) + 1 for e in examples], 16, shuffle=True, window=1)
     assert 1 - real / padded < padding_fraction([len(e[0]) + 1 for e in examples], random_batches)
     # a fixed-length variant: the same examples per batch, every batch max_len wide
-    task.pad_to = task.max_len()
+    task = _Toy(setup=TaskSetup(pad_to=task.max_len()))
     fixed = list(task.batches("train", 16, shuffle=True, epoch=1, seed=3))
     assert [b.index.tolist() for b in fixed] == [
         b.index.tolist() for b in _Toy().batches("train", 16, shuffle=True, epoch=1, seed=3)
@@ -179,7 +184,8 @@ def test_evaluation_in_length_order_keeps_metrics_and_prediction_order(variant: 
     spec = get_variant(variant)
     cfg = ModelConfig(d_model=16, n_heads=2, n_layers=2, d_ff=32, dropout=0.1, max_len=31)
     model = task.build_model(cfg, spec, spec.resolved_options()).eval()
-    metrics, predictions = task.evaluate(model, "test", 8, torch.device("cpu"))
+    evaluation = task.evaluate(model, "test", 8, torch.device("cpu"))
+    metrics, predictions = evaluation.metrics, evaluation.predictions
     examples = task.splits["test"]
     preds, loss = _per_example_reference(model, examples)
     assert [p["index"] for p in predictions] == list(range(len(examples)))

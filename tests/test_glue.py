@@ -21,7 +21,7 @@ from attnbench.config import validate_profile
 from attnbench.model import ModelOutput
 from attnbench.runner import prepare_data, run_job
 from attnbench.tasks import glue
-from attnbench.tasks.base import get_task, make_data_config
+from attnbench.tasks.base import TaskSetup, get_task, make_data_config
 from attnbench.text import SEP, SubwordTokenizer
 
 sk = pytest.importorskip("sklearn.metrics")
@@ -268,7 +268,8 @@ def test_evaluate_matches_the_reference_metrics(name: str, tmp_path: Path) -> No
     task.prepare(tmp_path / "data")
     task.load(tmp_path / "data")
     n_out = SCHEMA[name][1] or 1
-    scores, preds = task.evaluate(_HashModel(n_out), "test", 7, torch.device("cpu"))
+    evaluation = task.evaluate(_HashModel(n_out), "test", 7, torch.device("cpu"))
+    scores, preds = evaluation.metrics, evaluation.predictions
     assert [p["index"] for p in preds] == list(range(len(task.splits["test"])))
     assert [p["target"] for p in preds] == [label for _, label in task.splits["test"]]
     p = [x["prediction"] for x in preds]
@@ -289,7 +290,7 @@ def test_evaluate_matches_the_reference_metrics(name: str, tmp_path: Path) -> No
             "loss",
             "loss_mismatched",
         }
-        val_scores, _ = task.evaluate(_HashModel(n_out), "val", 7, torch.device("cpu"))
+        val_scores = task.evaluate(_HashModel(n_out), "val", 7, torch.device("cpu")).metrics
         assert set(val_scores) == {"accuracy_matched", "loss"}  # selection metric present
     assert math.isfinite(scores["loss"])
 
@@ -571,7 +572,9 @@ def test_siamese_encoding_splits_each_pair_into_two_sequences(tmp_path: Path) ->
             ids = batch.inputs[f"ids_{key}"][j][batch.inputs[f"padding_{key}"][j]].tolist()
             assert ids[0] == 1 and tok.decode(ids[1:]) == rows[i][field]
     assert batch.n_tokens == int(batch.inputs["padding_a"].sum() + batch.inputs["padding_b"].sum())
-    task.pad_to = task.max_len()  # fixed-length variants: both padded to max_len
+    # fixed-length variants: both padded to max_len
+    task = type(task)(task.cfg, TaskSetup(pad_to=task.max_len()))
+    task.load(tmp_path / "data")
     batch = next(task.batches("test", 6))
     assert batch.inputs["ids_a"].shape == batch.inputs["ids_b"].shape == (6, 128)
     # the same order and targets as the joint encoding

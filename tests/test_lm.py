@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -16,10 +17,11 @@ from torch import nn
 
 from attnbench.attention import get_variant
 from attnbench.config import validate_profile
+from attnbench.job import task_setup
 from attnbench.model import ModelConfig, ModelOutput
 from attnbench.runner import prepare_data, run_job
 from attnbench.tasks import lm
-from attnbench.tasks.base import make_data_config
+from attnbench.tasks.base import TaskSetup, make_data_config
 from attnbench.text import BOS, SPECIALS, UNK
 
 WORDS = [
@@ -106,8 +108,10 @@ def prepared(novels: Path, tmp_path_factory) -> Path:
     return out
 
 
-def loaded(prepared: Path, novels: Path, **kw) -> lm.LanguageModelling:
-    task = lm.LanguageModelling(novels_config(novels, **kw))
+def loaded(
+    prepared: Path, novels: Path, setup: TaskSetup | None = None, **kw
+) -> lm.LanguageModelling:
+    task = lm.LanguageModelling(novels_config(novels, **kw), setup)
     task.load(prepared)
     return task
 
@@ -183,10 +187,11 @@ def test_metrics_from_token_nlls_on_a_constructed_case() -> None:
 
 @pytest.mark.parametrize("recurrent", [False, True])
 def test_uniform_model_scores_the_vocabulary_size(prepared, novels, recurrent) -> None:
-    task = loaded(prepared, novels)
-    task.recurrent, task.memory_len, task.n_layers = recurrent, 8, 2
+    task = loaded(prepared, novels, TaskSetup(memory_len=8 if recurrent else 0, n_layers=2))
+    assert task.recurrent == recurrent
     v = task.vocab_size()
-    metrics, predictions = task.evaluate(ZeroLM(v), "test", 7, torch.device("cpu"))
+    evaluation = task.evaluate(ZeroLM(v), "test", 7, torch.device("cpu"))
+    metrics, predictions = evaluation.metrics, evaluation.predictions
     assert metrics["perplexity"] == pytest.approx(v, rel=1e-6)
     assert metrics["bpc"] == pytest.approx(math.log2(v), rel=1e-6)  # char level: 1 token = 1 char
     assert metrics["tokens"] == len(task.splits["test"]) - 1 == metrics["characters"]
@@ -202,11 +207,10 @@ class FixedLengthZeroLM(ZeroLM):
 
 
 def test_fixed_length_variants_get_padded_inputs_on_short_splits(prepared, novels) -> None:
-    task = loaded(prepared, novels)
+    task = loaded(prepared, novels, TaskSetup(pad_to=16))
     task.splits["test"] = task.splits["test"][:10]  # 9 targets, shorter than a window
-    task.pad_to = 16
     v = task.vocab_size()
-    metrics, _ = task.evaluate(FixedLengthZeroLM(v), "test", 4, torch.device("cpu"))
+    metrics = task.evaluate(FixedLengthZeroLM(v), "test", 4, torch.device("cpu")).metrics
     assert metrics["tokens"] == 9 and metrics["perplexity"] == pytest.approx(v, rel=1e-6)
     batch = next(task.batches("test", 4))
     assert batch.inputs["ids"].shape == (1, 16) and batch.inputs["key_padding"][0].sum() == 9
@@ -233,7 +237,7 @@ def test_bpc_divides_bits_by_characters_not_tokens(tmp_path: Path) -> None:
     text = "".join(rows["test"])
     n_bytes, n_chars, v = len(text.encode()), len(text), len(SPECIALS) + 256
     assert n_bytes > n_chars
-    metrics, _ = task.evaluate(ZeroLM(v), "test", 4, torch.device("cpu"))
+    metrics = task.evaluate(ZeroLM(v), "test", 4, torch.device("cpu")).metrics
     assert metrics["tokens"] == n_bytes and metrics["characters"] == n_chars
     assert metrics["bpc"] == pytest.approx(n_bytes * math.log2(v) / n_chars, rel=1e-6)
 
@@ -256,10 +260,17 @@ def test_unigram_baseline_against_a_direct_count(prepared, novels) -> None:
 # ---------------------------------------------------------------------------------------
 # Transformer-XL: recurrent evaluation and training
 # ---------------------------------------------------------------------------------------
-def xl_task(prepared, novels) -> tuple[lm.LanguageModelling, nn.Module]:
-    task = loaded(prepared, novels)
+def xl_task(prepared, novels, recurrent: bool = True) -> tuple[lm.LanguageModelling, nn.Module]:
+    """The LM task as built for Transformer-XL with an 8-token memory (``recurrent``), or
+    as for a variant without one (the same model then reads sliding windows)."""
+    spec, options, model_cfg = get_variant("transformer-xl"), {"mem_len": 8}, tiny_model_cfg(16)
+    setup = task_setup(spec, options, model_cfg, None)
+    assert setup.memory_len == 8 and setup.n_layers == 2  # declared by the variant
+    if not recurrent:
+        setup = dataclasses.replace(setup, memory_len=0)
+    task = loaded(prepared, novels, setup)
     torch.manual_seed(0)
-    model = task.build_model(tiny_model_cfg(16), get_variant("transformer-xl"), {"mem_len": 8})
+    model = task.build_model(model_cfg, spec, options)
     return task, model.eval()
 
 
@@ -267,19 +278,20 @@ def test_xl_evaluates_with_its_memory_and_reports_the_context(prepared, novels) 
     task, model = xl_task(prepared, novels)
     cpu = torch.device("cpu")
     assert task.recurrent and task.segment_len == 8
-    with_memory, _ = task.evaluate(model, "test", 64, cpu)
-    nll_memory = task.token_nll["test"].copy()
-    info = task.record_info()["evaluation"]
+    with_memory = task.evaluate(model, "test", 64, cpu)
+    nll_memory = with_memory.extra["token_nll"]
+    info = task.record_info(with_memory)["evaluation"]
     assert info["mode"] == "recurrent"
     assert info["memory_used"] == 8
     assert info["context_max_theoretical"] == 8 + 8 * 2  # segment + memory × layers
     # Batched rows with warm-up give exactly the scores of one pass over the split.
-    task.evaluate(model, "test", 1, cpu)
-    np.testing.assert_allclose(task.token_nll["test"], nll_memory, rtol=1e-5, atol=1e-5)
-    task.recurrent = False  # the same model read through sliding windows
-    without, _ = task.evaluate(model, "test", 64, cpu)
-    assert task.record_info()["evaluation"]["mode"] == "sliding-window"
-    assert with_memory["perplexity"] != pytest.approx(without["perplexity"], rel=1e-4)
+    one_row = task.evaluate(model, "test", 1, cpu).extra["token_nll"]
+    np.testing.assert_allclose(one_row, nll_memory, rtol=1e-5, atol=1e-5)
+    windows, _ = xl_task(prepared, novels, recurrent=False)  # the same model, sliding windows
+    without = windows.evaluate(model, "test", 64, cpu)
+    assert windows.record_info(without)["evaluation"]["mode"] == "sliding-window"
+    perplexity = with_memory.metrics["perplexity"]
+    assert perplexity != pytest.approx(without.metrics["perplexity"], rel=1e-4)
 
 
 def test_a_token_reaches_later_segments_through_the_memory_and_no_further(prepared, novels):
@@ -294,10 +306,13 @@ def test_a_token_reaches_later_segments_through_the_memory_and_no_further(prepar
     changed = original.copy()
     changed[q] = UNK if changed[q] != UNK else len(SPECIALS)
 
+    windows, _ = xl_task(prepared, novels, recurrent=False)
+
     def nll(stream: np.ndarray, recurrent: bool) -> np.ndarray:
-        task.splits["test"], task.recurrent = stream, recurrent
-        task.evaluate(model, "test", 1, cpu)  # one row: a single pass over the split
-        return task.token_nll["test"].copy()
+        reader = task if recurrent else windows
+        reader.splits["test"] = stream
+        # one row: a single pass over the split
+        return reader.evaluate(model, "test", 1, cpu).extra["token_nll"]
 
     # NLL index i: the prediction from input position i (of token i + 1).
     with_memory = nll(original, True), nll(changed, True)
@@ -498,7 +513,8 @@ def lm_profile(out: Path, novels: Path) -> dict:
 def run_setup(novels: Path, tmp_path_factory) -> tuple[dict, Path]:
     root = tmp_path_factory.mktemp("lm_runs")
     profile = lm_profile(root, novels)
-    return profile, prepare_data(profile, "lm", root / "data")
+    prepare_data(profile, "lm", root / "data")
+    return profile, root / "data"
 
 
 @pytest.mark.parametrize("variant", ["vanilla", "transformer-xl", "bigbird", "linformer"])

@@ -22,7 +22,7 @@ from attnbench.config import load_profile, validate_profile
 from attnbench.data import lra
 from attnbench.data.bundled import bundled_path
 from attnbench.runner import prepare_data, run_job
-from attnbench.tasks.base import get_task, make_data_config
+from attnbench.tasks.base import TaskSetup, get_task, make_data_config
 from attnbench.tasks.lra_retrieval import bible_chapter_pairs
 from attnbench.tasks.lra_text import novel_chunks
 
@@ -352,7 +352,8 @@ def test_retrieval_batches_pad_both_towers(bible_file: Path, tmp_path: Path) -> 
     for tower in ("a", "b"):
         ids, pad = batch.inputs[f"ids_{tower}"], batch.inputs[f"padding_{tower}"]
         assert (ids[:, 0] == lra.CLS_ID).all() and torch.equal(pad, ids != lra.PAD_ID)
-    task.pad_to = task.max_len()
+    task = type(task)(task.cfg, TaskSetup(pad_to=task.max_len()))
+    task.load(tmp_path)
     batch = next(task.batches("val", 4))
     assert batch.inputs["ids_a"].shape == batch.inputs["ids_b"].shape == (4, task.max_len())
     assert batch.n_tokens == int(batch.inputs["padding_a"].sum() + batch.inputs["padding_b"].sum())
@@ -456,7 +457,8 @@ def test_tiny_end_to_end_run_writes_a_record(
         "image": {"source": "bundled", "path": str(fashion_file), "pool": 2},
     }[task]
     profile = _tiny_profile(tmp_path, task, data)
-    data_dir = prepare_data(profile, task, tmp_path / "data")
+    data_dir = tmp_path / "data"
+    prepare_data(profile, task, data_dir)
     record_file = tmp_path / "runs" / "seed0.json"
     record = run_job(
         profile, task, "vanilla", 0, data_dir=data_dir, record_file=record_file, progress=False

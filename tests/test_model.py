@@ -32,6 +32,7 @@ from attnbench.provenance import seed_everything
 from attnbench.tasks.base import (
     Batch,
     DatasetInfo,
+    Evaluation,
     SequenceClassificationTask,
 )
 from attnbench.train import Diverged, TrainConfig, lr_factor, train
@@ -562,7 +563,7 @@ def train_cfg(**overrides: Any) -> TrainConfig:
 def test_train_learns_a_tiny_task() -> None:
     task = FirstTokenParity()
     model = parity_model(task)
-    before, _ = task.evaluate(model, "val", 64, CPU)
+    before = task.evaluate(model, "val", 64, CPU).metrics
     result = train(task, model, train_cfg(), seed=0, device=CPU, progress=False)
     losses = [h["train_loss"] for h in result.history]
     accuracies = [h["val"]["accuracy"] for h in result.history]
@@ -571,7 +572,8 @@ def test_train_learns_a_tiny_task() -> None:
     assert result.val["loss"] < before["loss"]
     assert max(accuracies) >= 0.9
     assert result.test["accuracy"] >= 0.85
-    assert len(result.test_predictions) == task.cfg.n_test
+    assert result.test_evaluation is not None
+    assert len(result.test_evaluation.predictions) == task.cfg.n_test
     assert result.train_tokens > 0
     # best_step is the first argmax of the validation accuracy
     best = max(range(len(accuracies)), key=lambda i: (accuracies[i], -i))
@@ -592,12 +594,12 @@ class ScriptedValidation(FirstTokenParity):
     @torch.no_grad()
     def evaluate(
         self, model: nn.Module, split: str, batch_size: int, device: torch.device
-    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    ) -> Evaluation:
         if split == "val":
             score = self.script[self.n_val]
             self.n_val += 1
-            return {self.metric: score}, []
-        return {"fingerprint": fingerprint(model)}, []
+            return Evaluation({self.metric: score}, [])
+        return Evaluation({"fingerprint": fingerprint(model)}, [])
 
 
 def fingerprint(model: nn.Module) -> float:
@@ -667,7 +669,7 @@ def test_train_is_reproducible_with_the_same_seed() -> None:
     a, b = results
     assert a.history == b.history
     assert a.test == b.test
-    assert a.test_predictions == b.test_predictions
+    assert a.test_evaluation == b.test_evaluation
     assert a.best_step == b.best_step
     # and a different seed gives a different run (the check above is not vacuous)
     task = FirstTokenParity(ParityData(n_train=96, n_val=30, n_test=30))

@@ -21,7 +21,7 @@ from attnbench import records
 from attnbench.config import validate_profile
 from attnbench.data import pathfinder as pf
 from attnbench.runner import prepare_data, run_job
-from attnbench.tasks.base import get_task, make_data_config
+from attnbench.tasks.base import TaskSetup, get_task, make_data_config
 
 EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity
 
@@ -336,7 +336,9 @@ def test_tokens_are_the_pixels(tmp_path: Path) -> None:
         pixels = (ids[:, 1:] - pf.PIXEL_OFFSET).numpy().reshape(-1, 16, 16)
         assert np.array_equal(pixels, images[batch.index.numpy()])
         assert batch.targets.tolist() == labels[batch.index.numpy()].tolist()
-    task.pad_to = 300  # a fixed-length variant asking for more room gets padding and a mask
+    # a fixed-length variant asking for more room gets padding and a mask
+    task = cls(task.cfg, TaskSetup(pad_to=300))
+    task.load(tmp_path)
     batch = next(task.batches("val", 4))
     assert batch.inputs["ids"].shape == (4, 300)
     assert batch.inputs["key_padding"].sum(1).tolist() == [257] * 4
@@ -367,7 +369,8 @@ def test_prepare_run_job_writes_a_record(tmp_path: Path) -> None:
             },
         }
     )
-    data = prepare_data(profile, "pathfinder", tmp_path / "data")
+    data = tmp_path / "data"
+    prepare_data(profile, "pathfinder", data)
     out = tmp_path / "runs" / "seed0.json"
     record = run_job(
         profile, "pathfinder", "vanilla", 0, data_dir=data, record_file=out, progress=False

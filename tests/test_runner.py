@@ -282,3 +282,24 @@ def test_record_names_the_profiles_reference_variant(prepared, tmp_path: Path) -
     from attnbench.significance import reference_variant
 
     assert reference_variant([record]) == "fused"
+
+
+def _snapshot(folder: Path) -> dict[Path, tuple[bytes, int]]:
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_preparing_unchanged_data_again_leaves_every_file_untouched(prepared) -> None:
+    """Re-preparing with the same settings keeps files and times (so no job reruns);
+    other settings, or ``force``, prepare anew."""
+    profile, data = prepared
+    before = _snapshot(data)
+    assert prepare_data(profile, "listops", data) is False
+    assert _snapshot(data) == before
+    assert prepare_data(profile, "listops", data, force=True) is True
+    assert _snapshot(data) != before  # the marker's time stamp at least
+    changed = json.loads(json.dumps(profile))
+    changed["tasks"]["listops"]["data"]["n_train"] += 1
+    assert prepare_data(changed, "listops", data) is True
+    # data that no longer load are prepared anew, however the marker reads
+    (data / "basic_train.tsv").write_text("not a ListOps file\n")
+    assert prepare_data(changed, "listops", data) is True

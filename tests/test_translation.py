@@ -24,6 +24,7 @@ from attnbench import ablation, records
 from attnbench.attention import check_support, get_variant, variant_names
 from attnbench.config import validate_profile
 from attnbench.data import hf
+from attnbench.job import task_setup
 from attnbench.model import ModelConfig
 from attnbench.runner import prepare_data, run_job
 from attnbench.tasks import translation as tr
@@ -296,15 +297,22 @@ def _check_variant(task: tr.Translation, name: str) -> None:
     if reason is not None:
         assert not spec.capabilities.causal  # the decoder's need; nothing else is required
         return
-    task.pad_to = None if spec.capabilities.variable_length else task.max_len()
-    torch.manual_seed(0)
     cfg = ModelConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=task.max_len())
-    model = task.build_model(cfg, spec, spec.resolved_options())
+    options = spec.resolved_options()
+    # the task as attnbench.job.build_job builds it for this variant, reference vanilla
+    data_dir = task.data_dir
+    assert data_dir is not None
+    task = tr.Translation(task.cfg, task_setup(spec, options, cfg, "vanilla"))
+    assert task.setup.pad_to == (None if spec.capabilities.variable_length else task.max_len())
+    task.load(data_dir)
+    torch.manual_seed(0)
+    model = task.build_model(cfg, spec, options)
     expected_cross = name if spec.capabilities.cross_attention else "vanilla"
-    assert task.cross_attention == expected_cross
+    assert task.record_info()["cross_attention"] == expected_cross
     batch = next(task.batches("train", 4, shuffle=True))
-    if task.pad_to is not None:
-        assert batch.inputs["src"].shape[1] == batch.inputs["tgt"].shape[1] == task.pad_to
+    pad_to = task.setup.pad_to
+    if pad_to is not None:
+        assert batch.inputs["src"].shape[1] == batch.inputs["tgt"].shape[1] == pad_to
     loss, _ = task.loss(model, batch)
     loss.backward()
     assert torch.isfinite(loss)
@@ -315,9 +323,9 @@ def _check_variant(task: tr.Translation, name: str) -> None:
         memory = model.encode(inputs["src"], inputs["src_padding"]).hidden
         full = model.decode(inputs["tgt"], memory, inputs["src_padding"], inputs["tgt_padding"])
         prefix, prefix_padding = inputs["tgt"][:, :t], None
-        if task.pad_to is not None:
-            prefix = torch.nn.functional.pad(prefix, (0, task.pad_to - t))
-            prefix_padding = (torch.arange(task.pad_to) < t).expand_as(prefix)
+        if pad_to is not None:
+            prefix = torch.nn.functional.pad(prefix, (0, pad_to - t))
+            prefix_padding = (torch.arange(pad_to) < t).expand_as(prefix)
         part = model.decode(prefix, memory, inputs["src_padding"], prefix_padding)
     real = inputs["tgt_padding"][:, :t]
     assert torch.allclose(part.logits[:, :t][real], full.logits[:, :t][real], atol=1e-4)
@@ -342,7 +350,6 @@ def test_every_variant_trains_and_decodes_or_is_na(hub_task: tr.Translation, nam
 
 
 def test_attention_analysis_covers_encoder_and_decoder(hub_task: tr.Translation) -> None:
-    hub_task.pad_to = None
     spec = get_variant("vanilla")
     model = hub_task.build_model(
         ModelConfig(d_model=16, n_heads=2, n_layers=2, d_ff=32, max_len=hub_task.max_len()),
@@ -433,8 +440,8 @@ def test_job_writes_scores_that_sacrebleu_recomputes_from_the_saved_files(
     # The saved checkpoint reproduces the test score (what head ablation checks), and a
     # head mask of ones changes nothing.
     _, task, model = ablation.load_trained(record_file, data_dir)
-    metrics, _ = task.evaluate(model, "test", 16, torch.device("cpu"))
+    metrics = task.evaluate(model, "test", 16, torch.device("cpu")).metrics
     assert metrics["bleu"] == test["bleu"]
     ones = torch.ones(1, 2)
-    masked, _ = task.evaluate(model, "test", 16, torch.device("cpu"), head_mask=ones)
+    masked = task.evaluate(model, "test", 16, torch.device("cpu"), head_mask=ones).metrics
     assert masked["bleu"] == test["bleu"]

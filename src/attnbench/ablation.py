@@ -21,9 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from attnbench import records
-from attnbench.attention import get_variant
-from attnbench.model import ModelConfig
-from attnbench.tasks.base import Task, get_task, make_data_config
+from attnbench.job import build_job
+from attnbench.tasks.base import Task
 
 
 def load_trained(record_file: Path, data_dir: Path) -> tuple[dict[str, Any], Task, torch.nn.Module]:
@@ -41,16 +40,11 @@ def load_trained(record_file: Path, data_dir: Path) -> tuple[dict[str, Any], Tas
             f"cannot load checkpoint {checkpoint} ({type(exc).__name__}: {first}); "
             f"retrain: delete {record_file} and run attnbench train again"
         ) from None
-    task_cls = get_task(cfg["task"])
-    task = task_cls(make_data_config(task_cls, cfg["data"]))
-    task.load(data_dir)
-    spec = get_variant(cfg["variant"])
-    if not spec.capabilities.variable_length:
-        task.pad_to = cfg["model"]["max_len"]
+    job = build_job(cfg, data_dir)
     torch.manual_seed(record["seed"])  # variants that draw buffers at construction
-    model = task.build_model(ModelConfig(**cfg["model"]), spec, cfg["variant_options"])
+    model = job.build_model()
     model.load_state_dict(state["model"])
-    return record, task, model.eval()
+    return record, job.task, model.eval()
 
 
 def head_ablation(
@@ -66,7 +60,7 @@ def head_ablation(
 
     def score(mask: torch.Tensor | None) -> float:
         kwargs = {} if mask is None else {"head_mask": mask}
-        return task.evaluate(model, split, batch, device, **kwargs)[0][name]
+        return task.evaluate(model, split, batch, device, **kwargs).metrics[name]
 
     base = score(None)
     recorded = record["metrics"][split][name] if split in record["metrics"] else None

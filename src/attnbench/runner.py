@@ -40,11 +40,21 @@ import numpy as np
 import torch
 
 from attnbench import distributed, records
-from attnbench.attention import VARIANTS, Requirements, check_support, get_variant
 from attnbench.baselines import save_baselines, task_baselines
 from attnbench.config import config_hash, data_config_hash, job_config
 from attnbench.distributed import SINGLE, DistContext
-from attnbench.model import ModelConfig, count_parameters
+from attnbench.job import (
+    PREPARED_MARKER,
+    SPLITS,
+    Job,
+    JobError,
+    build_job,
+    check_prepared,
+    compatible_variants,
+    first_line,
+    load_data,
+)
+from attnbench.model import count_parameters
 from attnbench.provenance import (
     DeviceError,
     determinism,
@@ -61,24 +71,18 @@ from attnbench.records import JobFailed
 from attnbench.tasks.base import Task, get_task, make_data_config
 from attnbench.train import Diverged, Resume, ResumeError, TrainConfig, train
 
-PREPARED_MARKER = "prepared.json"
-SPLITS = ("train", "val", "test")  # every task has these, none of them empty
-
-
-class JobError(ValueError):
-    """A job cannot run as asked (bad data, unsupported pair, no GPU); one-line message."""
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0][:limit]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
 
 # ---------------------------------------------------------------------------------------
 # Data preparation
 # ---------------------------------------------------------------------------------------
-def prepare_data(profile: dict[str, Any], task_name: str, data_dir: Path) -> Path:
+def prepare_data(
+    profile: dict[str, Any], task_name: str, data_dir: Path, *, force: bool = False
+) -> bool:
     """Create a task's data once; a marker file records the settings it was made with.
+
+    Data already prepared with the same settings (the marker's data hash) that load are
+    left as they are, files and times, so nothing downstream reruns; ``force`` prepares
+    them anew. Returns whether it prepared.
 
     The task prepares into a staging directory inside ``data_dir``; only when that
     succeeded and every split loads non-empty are the files moved into place (the old
@@ -91,6 +95,8 @@ def prepare_data(profile: dict[str, Any], task_name: str, data_dir: Path) -> Pat
     task = task_cls(data_cfg)
     if data_dir.exists() and not data_dir.is_dir():
         raise JobError(f"the data directory {data_dir} is a file; give a directory path")
+    if not force and _prepared_already(profile, task_cls(data_cfg), data_dir):
+        return False
     created = not data_dir.exists()
     data_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=data_dir))
@@ -121,7 +127,17 @@ def prepare_data(profile: dict[str, Any], task_name: str, data_dir: Path) -> Pat
                 data_dir.rmdir()  # only if still empty
         raise
     shutil.rmtree(staging, ignore_errors=True)
-    return data_dir
+    return True
+
+
+def _prepared_already(profile: dict[str, Any], task: Task, data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds data prepared with the profile's settings that load."""
+    try:
+        check_prepared(profile, task.name, data_dir)
+        load_data(task, data_dir)
+    except JobError:
+        return False
+    return True
 
 
 def _install(staging: Path, data_dir: Path) -> None:
@@ -141,59 +157,11 @@ def _install(staging: Path, data_dir: Path) -> None:
     os.replace(staging / PREPARED_MARKER, data_dir / PREPARED_MARKER)
 
 
-def _check_prepared(profile: dict[str, Any], task_name: str, data_dir: Path) -> None:
-    marker_path = data_dir / PREPARED_MARKER
-    if not marker_path.exists():
-        raise JobError(
-            f"data for task {task_name!r} is not prepared in {data_dir}; "
-            f"run: attnbench prepare --profile <profile> --task {task_name}"
-        )
-    try:
-        marker = json.loads(marker_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise JobError(
-            f"corrupt data marker {marker_path} ({_first_line(exc)}); "
-            f"prepare again: attnbench prepare --profile <profile> --task {task_name}"
-        ) from None
-    if not isinstance(marker, dict) or marker.get("data_hash") != data_config_hash(
-        profile, task_name
-    ):
-        raise JobError(
-            f"data in {data_dir} was prepared with other settings than profile "
-            f"{profile['profile']!r} now asks for; rerun attnbench prepare for task {task_name!r}"
-        )
-
-
-def _load_data(task: Task, task_name: str, data_dir: Path) -> None:
-    """Read the prepared splits; any failure is bad data, reported in one line."""
-    try:
-        task.load(data_dir)
-    except Exception as exc:
-        raise JobError(
-            f"cannot read the prepared data of task {task_name!r} in {data_dir} "
-            f"({_first_line(exc)}); prepare it again: "
-            f"attnbench prepare --profile <profile> --task {task_name}"
-        ) from None
-    for split in SPLITS:
-        if task.split_size(split) == 0:
-            raise JobError(
-                f"task {task_name!r}: the {split} split in {data_dir} is empty; every split "
-                f"needs at least one example (check tasks.{task_name}.data and prepare again)"
-            )
-
-
-def compatible_variants(req: Requirements) -> list[str]:
-    """The registered variants that can run a task with requirements ``req``."""
-    return [
-        name for name, spec in VARIANTS.items() if check_support(spec.capabilities, req) is None
-    ]
-
-
 # ---------------------------------------------------------------------------------------
 # One training job
 # ---------------------------------------------------------------------------------------
-def _base_record(cfg: dict[str, Any], task: Task, seed: int) -> dict[str, Any]:
-    spec = get_variant(cfg["variant"])
+def _base_record(job: Job, seed: int) -> dict[str, Any]:
+    cfg, task, spec = job.cfg, job.task, job.variant
     return {
         "schema_version": records.SCHEMA_VERSION,
         "status": "ok",
@@ -287,22 +255,14 @@ def run_job(
         device = resolve_device(cfg["device"])
     except DeviceError as exc:
         raise JobError(str(exc)) from None
-    task_cls = get_task(task_name)
-    task = task_cls(make_data_config(task_cls, cfg["data"]))
-    spec = get_variant(variant)
-
-    reason = check_support(spec.capabilities, task.requirements())
+    job = build_job(cfg, data_dir, profile=profile)
+    reason = job.na_reason
     if reason is not None and not na_ok:
-        can = compatible_variants(task.requirements())
+        can = compatible_variants(job.task.requirements())
         raise JobError(
             f"variant {variant!r} cannot run task {task_name!r}: it {reason}; "
             f"variants that can: {', '.join(can) or '(none)'}"
         )
-    if reason is None:
-        _check_prepared(profile, task_name, data_dir)
-        _load_data(task, task_name, data_dir)
-        if not spec.capabilities.variable_length:
-            task.pad_to = cfg["model"]["max_len"]
 
     try:
         parallel, device = distributed.setup(parallel, device)
@@ -314,7 +274,7 @@ def run_job(
         if main:
             _remove_stale_temporaries(record_file)
         torch.set_num_threads(threads or cfg["threads"])
-        record = _base_record(cfg, task, seed)
+        record = _base_record(job, seed)
         identity = {"config_hash": record["config_hash"], "seed": seed}
         if parallel.enabled:  # a checkpoint resumes only at the same world size
             identity["world_size"] = parallel.world_size
@@ -324,9 +284,7 @@ def run_job(
         else:
             failure = _run(
                 record,
-                task,
-                spec,
-                cfg,
+                job,
                 seed,
                 device,
                 resume,
@@ -361,9 +319,7 @@ def run_job(
 
 def _run(
     record: dict[str, Any],
-    task: Task,
-    spec: Any,
-    cfg: dict[str, Any],
+    job: Job,
     seed: int,
     device: torch.device,
     resume: Resume,
@@ -383,10 +339,10 @@ def _run(
     0's weights), then draws dropout and other forward-pass randomness from ``seed +
     rank``; ranks other than 0 stop after training.
     """
+    task, cfg = job.task, job.cfg
     try:
         seed_everything(seed)
-        model_cfg = ModelConfig(**cfg["model"])
-        model = task.build_model(model_cfg, spec, cfg["variant_options"])
+        model = job.build_model()
         if parallel.enabled:
             seed_everything(seed + parallel.rank)
         record["n_params"] = count_parameters(model)
@@ -418,7 +374,9 @@ def _run(
         record["train_tokens"] = result.train_tokens
         record["tokens_per_s"] = result.train_tokens / max(result.train_time_s, 1e-9)
         stem = record_file.with_suffix("")
-        lines = "".join(json.dumps(p) + "\n" for p in result.test_predictions)
+        evaluation = result.test_evaluation
+        assert evaluation is not None
+        lines = "".join(json.dumps(p) + "\n" for p in evaluation.predictions)
         records.atomic_write_text(stem.with_name(stem.name + ".predictions.jsonl"), lines)
         buffer = io.BytesIO()
         torch.save({"model": model.state_dict(), "config": cfg, "seed": seed}, buffer)
@@ -426,7 +384,7 @@ def _run(
         record["artifacts"] = {
             "predictions": stem.name + ".predictions.jsonl",
             "checkpoint": stem.name + ".best.pt",
-            **task.write_artifacts(stem, result.test_predictions),
+            **task.write_artifacts(stem, evaluation),
         }
         if attention_maps is not None:  # the first analysis example, for the report's gallery
             maps_buffer = io.BytesIO()
@@ -435,7 +393,7 @@ def _run(
                 stem.with_name(stem.name + ".attention.npz"), maps_buffer.getvalue()
             )
             record["artifacts"]["attention_maps"] = stem.name + ".attention.npz"
-        record["task_info"] = task.record_info()
+        record["task_info"] = task.record_info(evaluation)
         return None
     except Diverged as exc:
         record |= {"status": "diverged", "reason": str(exc), "diverged_at_step": exc.step}
@@ -447,7 +405,7 @@ def _run(
     except Exception as exc:
         record |= {
             "status": "failed",
-            "reason": _first_line(exc),
+            "reason": first_line(exc),
             "traceback": "".join(traceback.format_exception(exc))[-20_000:],
             "metrics": {},
         }

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from attnbench import distributed
 from attnbench.distributed import SINGLE, DistContext
+from attnbench.tasks.base import Evaluation
 
 
 @dataclass
@@ -367,7 +368,7 @@ class TrainResult:
     best_step: int
     val: dict[str, float]
     test: dict[str, float]
-    test_predictions: list[dict[str, Any]]
+    test_evaluation: Evaluation | None  # the test split's evaluation (None on ranks > 0)
     train_tokens: int
     train_time_s: float
     eval_time_s: float
@@ -535,7 +536,7 @@ def train(
             t1 = time.perf_counter()
             model.eval()
             with autocast_context(device, cfg):
-                val, _ = task.evaluate(model, "val", cfg.eval_batch_size, device)
+                val = task.evaluate(model, "val", cfg.eval_batch_size, device).metrics
             eval_time += time.perf_counter() - t1
             entry = {"step": step + 1, "train_loss": running, "lr": scheduler.get_last_lr()[0]}
             if running_aux is not None:
@@ -553,19 +554,19 @@ def train(
     bar.close()
 
     if not main:
-        return TrainResult(-1, {}, {}, [], train_tokens, train_time, eval_time, [])
+        return TrainResult(-1, {}, {}, None, train_tokens, train_time, eval_time, [])
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()
     t1 = time.perf_counter()
     with autocast_context(device, cfg):
-        test, predictions = task.evaluate(model, "test", cfg.eval_batch_size, device)
+        evaluation = task.evaluate(model, "test", cfg.eval_batch_size, device)
     eval_time += time.perf_counter() - t1
     return TrainResult(
         best_step=best_step,
         val=best_val,
-        test=test,
-        test_predictions=predictions,
+        test=evaluation.metrics,
+        test_evaluation=evaluation,
         train_tokens=train_tokens,
         train_time_s=train_time,
         eval_time_s=eval_time,

@@ -8,11 +8,14 @@ trainer (:mod:`attnbench.train`) sees only this interface.
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -21,6 +24,7 @@ from attnbench.attention import Requirements, VariantSpec
 from attnbench.batching import BUCKET_WINDOW, batch_groups
 from attnbench.model import ModelConfig, SequenceClassifier, cross_entropy
 from attnbench.options import build_options
+from attnbench.records import atomic_write_bytes, atomic_write_text
 from attnbench.registry import Registry, RegistryError, caller_origin
 
 DATA_SOURCES = ("generated", "bundled", "huggingface", "lra-release")
@@ -62,6 +66,72 @@ class EmptySplitError(ValueError):
     pass
 
 
+@dataclass(frozen=True)
+class TaskSetup:
+    """What a run fixes about its task besides the data, fixed when the task is built.
+
+    :func:`attnbench.job.build_job` derives it from what the variant declares (its
+    capabilities and options) and the model config; a task reads it and never changes it.
+    """
+
+    # Pad every batch to this length: the variant cannot take variable lengths
+    # (``Capabilities.variable_length`` False); None: pad to the longest row.
+    pad_to: int | None = None
+    # Positions of earlier segments the variant keeps as memory (``Attention.memory_len``);
+    # a task that reads text segment by segment plans with it. 0: no recurrence.
+    memory_len: int = 0
+    # Layers of the model (how far a recurrent memory reaches back).
+    n_layers: int = 1
+    # The variant that does encoder–decoder cross-attention: the run's own variant when it
+    # can, else the profile's reference variant. None: the run's own variant.
+    cross_attention: str | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What :meth:`Task.evaluate` returns: everything one evaluation of one split produced.
+
+    ``metrics`` hold the task's ``metric`` and ``loss`` at least; ``predictions`` one row
+    per example in split order (significance tests read them); ``extra`` further outputs
+    that the runner writes beside the record (:meth:`Task.write_artifacts`): a list of rows
+    becomes ``<stem>.<kind>.jsonl``, an array ``<stem>.<kind>.npy``; ``info`` says how the
+    split was evaluated (the record's ``task_info.evaluation``).
+    """
+
+    metrics: dict[str, float]
+    predictions: list[dict[str, Any]]
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` in NumPy's ``.npy`` format (to write atomically)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def with_aux(loss: Tensor, aux: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """A task's ``loss`` result: the loss plus the model's auxiliary loss, and that part."""
+    return (loss, None) if aux is None else (loss + aux, aux)
+
+
+def analysis_mask(
+    real: Tensor | None, length: int, device: torch.device, *, causal: bool = False
+) -> Tensor:
+    """(B or 1, 1, T, T) bool: the (query, key) pairs attention statistics count.
+
+    Both the query and the key must be real tokens (``real``: (B, T), True = a token;
+    None: all are), and with ``causal`` the key may not follow the query.
+    """
+    allowed = torch.ones(1, 1, length, length, dtype=torch.bool, device=device)
+    if real is not None:
+        allowed = allowed & real[:, None, None, :] & real[:, None, :, None]
+    if causal:
+        allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    return allowed
+
+
 class Task:
     """Base class of a benchmark task.
 
@@ -87,12 +157,10 @@ class Task:
     # records, and the leaderboard shows an average only when all of its tasks are there.
     averages: ClassVar[tuple[tuple[str, int], ...]] = ()
 
-    def __init__(self, data_cfg: Any) -> None:
+    def __init__(self, data_cfg: Any, setup: TaskSetup | None = None) -> None:
         self.cfg = data_cfg
+        self.setup = setup if setup is not None else TaskSetup()
         self.splits: dict[str, Any] = {}
-        # Set by the runner for variants that cannot take variable lengths
-        # (Capabilities.variable_length is False): pad every batch to this length.
-        self.pad_to: int | None = None
         # Training batches are sorted by length within windows of this many batches
         # (attnbench.batching.batch_groups); 1 is plain random batching.
         self.bucket_window: int = BUCKET_WINDOW
@@ -114,7 +182,10 @@ class Task:
         raise NotImplementedError
 
     def load(self, data_dir: Path) -> None:
-        """Read prepared data into ``self.splits`` (train/val/test)."""
+        """Read prepared data into ``self.splits`` (train/val/test).
+
+        Part of building the task (:func:`attnbench.job.build_job`): nothing else calls it.
+        """
         raise NotImplementedError
 
     def batches(
@@ -169,8 +240,9 @@ class Task:
         batch_size: int,
         device: torch.device,
         **model_kwargs: Any,
-    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        """Metrics on a whole split, and per-example predictions (for significance tests).
+    ) -> Evaluation:
+        """Metrics on a whole split, per-example predictions (for significance tests) and
+        whatever else the evaluation produced (:class:`Evaluation`); the task keeps nothing.
 
         ``model_kwargs`` go to every forward call (e.g. ``head_mask`` for head ablation).
         """
@@ -206,11 +278,7 @@ class Task:
         out = model(**batch.inputs, need_weights=True)
         padding = batch.inputs.get("key_padding")
         t = batch.inputs["ids"].shape[1]
-        allowed = torch.ones(1, 1, t, t, dtype=torch.bool, device=device)
-        if padding is not None:
-            allowed = allowed & padding[:, None, None, :] & padding[:, None, :, None]
-        if getattr(model, "causal", False):
-            allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=device).tril()
+        allowed = analysis_mask(padding, t, device, causal=getattr(model, "causal", False))
         stats = attention_statistics(out.weights, allowed)
         if stats["available"]:
             n = int(padding[0].sum()) if padding is not None else t
@@ -218,16 +286,27 @@ class Task:
         return stats
 
     # -- what a run adds to its record --------------------------------------------------------
-    def record_info(self) -> dict[str, Any]:
-        """Task-specific facts for the run record (e.g. which cross-attention was used)."""
-        return {}
+    def record_info(self, evaluation: Evaluation | None = None) -> dict[str, Any]:
+        """Task-specific facts for the run record (e.g. which cross-attention was used),
+        with ``evaluation.info`` (how the test split was evaluated) as ``evaluation``."""
+        return {"evaluation": evaluation.info} if evaluation is not None and evaluation.info else {}
 
-    def write_artifacts(self, stem: Path, predictions: list[dict[str, Any]]) -> dict[str, str]:
-        """Write extra files beside the record (``stem`` + suffix); return {kind: file name}.
+    def write_artifacts(self, stem: Path, evaluation: Evaluation) -> dict[str, str]:
+        """Write ``evaluation.extra`` beside the record (``stem`` + suffix); return
+        {kind: file name}. The runner saves the predictions as ``<stem>.predictions.jsonl``.
 
-        The runner already saves ``predictions`` as ``<stem>.predictions.jsonl``.
+        A list of rows becomes ``<stem>.<kind>.jsonl``, an array ``<stem>.<kind>.npy``.
         """
-        return {}
+        files: dict[str, str] = {}
+        for kind, value in evaluation.extra.items():
+            if isinstance(value, np.ndarray):
+                path = stem.with_name(f"{stem.name}.{kind}.npy")
+                atomic_write_bytes(path, npy_bytes(value))
+            else:
+                path = stem.with_name(f"{stem.name}.{kind}.jsonl")
+                atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in value))
+            files[kind] = path.name
+        return files
 
 
 def head_diversity(p: Tensor, rows: Tensor) -> float | None:
@@ -265,7 +344,6 @@ def attention_maps(weights: list[Tensor | None], n_tokens: int) -> Any:
 
     The runner saves it beside the record for the report's attention-map gallery.
     """
-    import numpy as np
 
     n = min(n_tokens, MAP_TOKENS)
     maps = [w[0, :, :n, :n].float().cpu().numpy() for w in weights if w is not None]
@@ -353,7 +431,7 @@ class SequenceClassificationTask(Task):
         raise NotImplementedError
 
     def requirements(self) -> Requirements:
-        # Batches can be padded to max_len (self.pad_to), so fixed-length variants run too.
+        # Batches can be padded to max_len (setup.pad_to), so fixed-length variants run too.
         return Requirements(padding_mask=True, variable_length=False, max_len=self.max_len())
 
     def build_model(
@@ -371,7 +449,7 @@ class SequenceClassificationTask(Task):
         seed: int = 0,
         by_length: bool = False,
     ) -> Iterator[Batch]:
-        """Batches of ``[CLS] + ids``, padded to the longest row (or ``pad_to``).
+        """Batches of ``[CLS] + ids``, padded to the longest row (or ``setup.pad_to``).
 
         Which examples form a batch is :func:`attnbench.batching.batch_groups`:
         length-bucketed when ``shuffle`` (training), else split order, or longest first
@@ -385,7 +463,7 @@ class SequenceClassificationTask(Task):
         )
         for idx in groups:
             rows = [[CLS_ID, *examples[i][0]] for i in idx]
-            width = self.pad_to or max(len(r) for r in rows)
+            width = self.setup.pad_to or max(len(r) for r in rows)
             ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
             for j, row in enumerate(rows):
                 ids[j, : len(row)] = torch.tensor(row, dtype=torch.long)
@@ -400,8 +478,7 @@ class SequenceClassificationTask(Task):
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor | None]:
         out = model(**batch.inputs)
-        loss = cross_entropy(out.logits, batch.targets)
-        return (loss, None) if out.aux_loss is None else (loss + out.aux_loss, out.aux_loss)
+        return with_aux(cross_entropy(out.logits, batch.targets), out.aux_loss)
 
     @torch.no_grad()
     def evaluate(
@@ -411,7 +488,7 @@ class SequenceClassificationTask(Task):
         batch_size: int,
         device: torch.device,
         **model_kwargs: Any,
-    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    ) -> Evaluation:
         correct, total, loss_sum = 0, 0, 0.0
         predictions: list[dict[str, Any]] = []
         # longest first: a batch holds similar lengths (little padding); the predictions
@@ -429,7 +506,7 @@ class SequenceClassificationTask(Task):
             ):
                 predictions.append({"index": i, "prediction": p, "target": t})
         predictions.sort(key=lambda row: row["index"])
-        return {"accuracy": correct / total, "loss": loss_sum / total}, predictions
+        return Evaluation({"accuracy": correct / total, "loss": loss_sum / total}, predictions)
 
     def analysis_batch(self, size: int = 64) -> Batch | None:
         return next(self.batches("val", size))

@@ -65,9 +65,13 @@ from attnbench.tasks.base import (
     PAD_ID,
     Batch,
     DatasetInfo,
+    Evaluation,
     SequenceClassificationTask,
+    TaskSetup,
+    analysis_mask,
     attention_statistics,
     register_task,
+    with_aux,
 )
 from attnbench.text import SEP, SPECIALS, UNK, SubwordTokenizer
 
@@ -307,8 +311,8 @@ class GlueTask(SequenceClassificationTask):
     #: key of the metric set's output that is ``metric`` (MNLI renames it per split)
     set_metric: ClassVar[str | None] = None
 
-    def __init__(self, data_cfg: Any) -> None:
-        super().__init__(data_cfg)
+    def __init__(self, data_cfg: Any, setup: TaskSetup | None = None) -> None:
+        super().__init__(data_cfg, setup)
         self.meta: dict[str, Any] = {}
         self.siamese = getattr(data_cfg, "pair_encoding", "joint") == "siamese"
         if self.siamese and len(self.fields) != 2:
@@ -488,7 +492,7 @@ class GlueTask(SequenceClassificationTask):
 
     def _pad(self, rows: list[list[int]]) -> tuple[Tensor, Tensor]:
         """(B, T) ids padded to ``pad_to`` or the longest row, and the real-token mask."""
-        width = self.pad_to or max(len(r) for r in rows)
+        width = self.setup.pad_to or max(len(r) for r in rows)
         ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
         for j, row in enumerate(rows):
             ids[j, : len(row)] = torch.tensor(row, dtype=torch.long)
@@ -512,7 +516,7 @@ class GlueTask(SequenceClassificationTask):
         model.eval()
         out = model(**batch.inputs, need_weights=True)  # the weights of sentence 1's tower
         real = batch.inputs["padding_a"]
-        allowed = real[:, None, None, :] & real[:, None, :, None]
+        allowed = analysis_mask(real, real.shape[1], device)
         return {**attention_statistics(out.weights, allowed), "sequence": "sentence1"}
 
     # -- training and evaluation -------------------------------------------------------
@@ -523,8 +527,7 @@ class GlueTask(SequenceClassificationTask):
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor | None]:
         out = model(**batch.inputs)
-        loss = self._loss_of(out.logits, batch.targets)
-        return (loss, None) if out.aux_loss is None else (loss + out.aux_loss, out.aux_loss)
+        return with_aux(self._loss_of(out.logits, batch.targets), out.aux_loss)
 
     def scores(self, predictions: Sequence[float], targets: Sequence[float]) -> dict[str, float]:
         """The task's official metrics (:data:`attnbench.metrics.TASK_METRICS`)."""
@@ -538,7 +541,7 @@ class GlueTask(SequenceClassificationTask):
         batch_size: int,
         device: torch.device,
         **model_kwargs: Any,
-    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    ) -> Evaluation:
         loss_sum, total = 0.0, 0
         predictions: list[dict[str, Any]] = []
         examples = self.splits[split]  # exact targets (a float32 tensor rounds STS-B scores)
@@ -555,7 +558,7 @@ class GlueTask(SequenceClassificationTask):
         predictions.sort(key=lambda row: row["index"])
         preds = [row["prediction"] for row in predictions]
         targets = [row["target"] for row in predictions]
-        return {**self.scores(preds, targets), "loss": loss_sum / total}, predictions
+        return Evaluation({**self.scores(preds, targets), "loss": loss_sum / total}, predictions)
 
     def baselines(self) -> dict[str, float]:
         """Trivial predictors on the test split, scored in the primary metric.
@@ -613,8 +616,8 @@ class GlueTask(SequenceClassificationTask):
             self.vocab_size(),
         )
 
-    def record_info(self) -> dict[str, Any]:
-        return {"data": self.meta} if self.meta else {}
+    def record_info(self, evaluation: Evaluation | None = None) -> dict[str, Any]:
+        return ({"data": self.meta} if self.meta else {}) | super().record_info(evaluation)
 
 
 # ---------------------------------------------------------------------------------------
@@ -732,10 +735,6 @@ class MNLI(GlueTask):
     title = "MNLI (Williams et al. 2018)"
     DataConfig = _glue_data("mnli")
 
-    def __init__(self, data_cfg: Any) -> None:
-        super().__init__(data_cfg)
-        self._mismatched: list[dict[str, Any]] = []  # predictions of the last test evaluation
-
     @torch.no_grad()
     def evaluate(
         self,
@@ -744,23 +743,22 @@ class MNLI(GlueTask):
         batch_size: int,
         device: torch.device,
         **model_kwargs: Any,
-    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        scores, predictions = super().evaluate(model, split, batch_size, device, **model_kwargs)
+    ) -> Evaluation:
+        """Matched accuracy; on test also the mismatched split, its predictions as
+        ``extra["predictions_mismatched"]`` (written beside the record)."""
+        matched = super().evaluate(model, split, batch_size, device, **model_kwargs)
+        scores = matched.metrics
         result = {"accuracy_matched": scores["accuracy"], "loss": scores["loss"]}
-        if split == "test":
-            other, self._mismatched = super().evaluate(
-                model, "test_mismatched", batch_size, device, **model_kwargs
-            )
-            result |= {"accuracy_mismatched": other["accuracy"], "loss_mismatched": other["loss"]}
-        return result, predictions
-
-    def write_artifacts(self, stem: Path, predictions: list[dict[str, Any]]) -> dict[str, str]:
-        if not self._mismatched:
-            return {}
-        name = stem.name + ".predictions_mismatched.jsonl"
-        lines = "".join(json.dumps(p) + "\n" for p in self._mismatched)
-        atomic_write_text(stem.with_name(name), lines)
-        return {"predictions_mismatched": name}
+        if split != "test":
+            return Evaluation(result, matched.predictions)
+        other = super().evaluate(model, "test_mismatched", batch_size, device, **model_kwargs)
+        result |= {
+            "accuracy_mismatched": other.metrics["accuracy"],
+            "loss_mismatched": other.metrics["loss"],
+        }
+        return Evaluation(
+            result, matched.predictions, extra={"predictions_mismatched": other.predictions}
+        )
 
 
 @register_task

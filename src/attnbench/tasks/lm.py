@@ -73,7 +73,17 @@ from attnbench.attention import Requirements, VariantSpec
 from attnbench.data.hf import DataSourceError, load_hf_dataset
 from attnbench.model import LanguageModel, ModelConfig, cross_entropy
 from attnbench.records import atomic_write_bytes, atomic_write_text
-from attnbench.tasks.base import Batch, DatasetInfo, EmptySplitError, Task, register_task
+from attnbench.tasks.base import (
+    Batch,
+    DatasetInfo,
+    EmptySplitError,
+    Evaluation,
+    Task,
+    TaskSetup,
+    npy_bytes,
+    register_task,
+    with_aux,
+)
 from attnbench.text import BOS, PAD, SPECIALS, UNK, SubwordTokenizer
 
 SOURCES = ("wikitext", "novels")
@@ -412,14 +422,14 @@ class LanguageModelling(Task):
     head = "lm"
     DataConfig = LMData
 
-    def __init__(self, data_cfg: LMData) -> None:
-        super().__init__(data_cfg)
+    def __init__(self, data_cfg: LMData, setup: TaskSetup | None = None) -> None:
+        super().__init__(data_cfg, setup)
         self.meta: dict[str, Any] = {}
-        self.recurrent = False  # set by build_model for variants with a memory
-        self.memory_len = 0
-        self.n_layers = 0
-        self.token_nll: dict[str, np.ndarray] = {}  # per split, from the last evaluate()
-        self._eval_info: dict[str, Any] = {}
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the variant reads text segment by segment with a memory (setup)."""
+        return self.setup.memory_len > 0
 
     # -- description ------------------------------------------------------------------
     def requirements(self) -> Requirements:
@@ -503,7 +513,7 @@ class LanguageModelling(Task):
                 ]
                 ids = np.concatenate(parts) if parts else np.zeros(0, dtype)
             stream = np.concatenate([np.array([BOS], dtype), ids])
-            buffer = _npy_bytes(stream)
+            buffer = npy_bytes(stream)
             atomic_write_bytes(out_dir / f"{split}.npy", buffer)
             splits[split] = {
                 "tokens": len(ids),
@@ -563,7 +573,7 @@ class LanguageModelling(Task):
             pos = starts[:, None] + steps  # (B, T)
             inputs, targets = source[pos], source[pos + 1]
             batch_inputs = {"ids": inputs}
-            width = self.pad_to or length
+            width = self.setup.pad_to or length
             if width > length:  # fixed-length variants on a split shorter than one window
                 pad = width - length
                 inputs = F.pad(inputs, (0, pad), value=PAD)
@@ -577,24 +587,13 @@ class LanguageModelling(Task):
     def build_model(
         self, cfg: ModelConfig, variant: VariantSpec, options: dict[str, Any]
     ) -> nn.Module:
-        self.n_layers = cfg.n_layers
-        self.recurrent = False
-        self.memory_len = 0
-        if variant.capabilities.recurrent:
-            if "mem_len" not in options:
-                raise ValueError(
-                    f"recurrent variant {variant.name!r} has no mem_len option; "
-                    "the lm task needs it to plan recurrent evaluation"
-                )
-            self.memory_len = int(options["mem_len"])
-            self.recurrent = self.memory_len > 0
         return LanguageModel(self.vocab_size(), cfg, variant, options)
 
     def _forward(self, model: nn.Module, ids: Tensor, state: Any = None, **kwargs: Any) -> Any:
-        """``model(ids)`` with right padding to ``pad_to`` for fixed-length variants."""
-        length = ids.shape[1]
-        if self.pad_to is not None and length < self.pad_to:
-            padded = F.pad(ids, (0, self.pad_to - length), value=PAD)
+        """``model(ids)`` with right padding to ``setup.pad_to`` for fixed-length variants."""
+        length, pad_to = ids.shape[1], self.setup.pad_to
+        if pad_to is not None and length < pad_to:
+            padded = F.pad(ids, (0, pad_to - length), value=PAD)
             padding = torch.zeros_like(padded, dtype=torch.bool)
             padding[:, :length] = True
             out = model(padded, padding, state=state, **kwargs)
@@ -605,8 +604,7 @@ class LanguageModelling(Task):
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor | None]:
         if not self.recurrent:
             out = model(**batch.inputs)
-            loss = cross_entropy(out.logits, batch.targets, IGNORE)
-            return (loss, None) if out.aux_loss is None else (loss + out.aux_loss, out.aux_loss)
+            return with_aux(cross_entropy(out.logits, batch.targets, IGNORE), out.aux_loss)
         # Two consecutive segments; the second reads the first's detached memory.
         ids, half = batch.inputs["ids"], self.segment_len
         first = self._forward(model, ids[:, :half])
@@ -614,10 +612,7 @@ class LanguageModelling(Task):
         logits = torch.cat([first.logits, second.logits], dim=1)
         loss = cross_entropy(logits, batch.targets, IGNORE)
         aux = [o.aux_loss for o in (first, second) if o.aux_loss is not None]
-        if not aux:
-            return loss, None
-        mean_aux = sum(aux) / len(aux)
-        return loss + mean_aux, mean_aux
+        return with_aux(loss, sum(aux) / len(aux) if aux else None)
 
     # -- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
@@ -628,21 +623,27 @@ class LanguageModelling(Task):
         batch_size: int,
         device: torch.device,
         **model_kwargs: Any,
-    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    ) -> Evaluation:
+        """Perplexity and bits per character; ``extra["token_nll"]``: every token's NLL
+        (nats, float32, text order), ``info``: how the split was read (window or segments)."""
         ids = self.splits[split]
         if len(ids) < 2:
             raise EmptySplitError(f"task {self.name!r}: split {split!r} is empty")
         if self.recurrent:
-            nll = self._recurrent_nll(model, ids, batch_size, device, model_kwargs)
+            nll, info = self._recurrent_nll(model, ids, batch_size, device, model_kwargs)
         else:
-            nll = self._window_nll(model, ids, batch_size, device, model_kwargs)
-        self.token_nll[split] = nll
+            nll, info = self._window_nll(model, ids, batch_size, device, model_kwargs)
         n_chars = int(self.meta["splits"][split]["characters"])
-        return nll_metrics(nll, n_chars), block_predictions(nll, self.cfg.stride)
+        return Evaluation(
+            nll_metrics(nll, n_chars),
+            block_predictions(nll, self.cfg.stride),
+            extra={"token_nll": nll},
+            info=info,
+        )
 
     def _window_nll(
         self, model: nn.Module, ids: np.ndarray, batch_size: int, device: torch.device, kwargs
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         c = self.cfg
         plan = sliding_windows(len(ids), c.window, c.stride)
         nll = np.full(len(ids) - 1, np.nan, dtype=np.float32)
@@ -656,23 +657,24 @@ class LanguageModelling(Task):
             token_nll = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").cpu()
             for row, (start, n, skip) in enumerate(chunk):
                 nll[start + skip : start + n] = token_nll[row, skip:n].numpy()
-        self._eval_info = {
+        info = {
             "mode": "sliding-window",
             "window": c.window,
             "stride": c.stride,
             "context_min": c.window - c.stride + 1,  # tokens in view, except at the start
             "context_max": c.window,
         }
-        return nll
+        return nll, info
 
     def warmup_len(self) -> int:
         """Unscored tokens before each row of recurrent evaluation: the reach, in segments."""
         seg = self.segment_len
-        return -(-memory_reach(self.memory_len, seg, self.n_layers) // seg) * seg
+        reach = memory_reach(self.setup.memory_len, seg, self.setup.n_layers)
+        return -(-reach // seg) * seg
 
     def _recurrent_nll(
         self, model: nn.Module, ids: np.ndarray, batch_size: int, device: torch.device, kwargs
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         seg = self.segment_len
         warmup = self.warmup_len()
         n = len(ids) - 1
@@ -695,19 +697,20 @@ class LanguageModelling(Task):
             token_nll = F.cross_entropy(out.logits.float().transpose(1, 2), y, reduction="none")
             scored = valid & (pos >= first)
             nll[pos[scored].numpy()] = token_nll.cpu()[scored].numpy()
-        self._eval_info = {
+        memory_len, n_layers = self.setup.memory_len, self.setup.n_layers
+        info = {
             "mode": "recurrent",
             "segment": seg,
-            "memory_len": self.memory_len,
+            "memory_len": memory_len,
             "memory_used": used_memory,  # longest memory a layer held during evaluation
-            "n_layers": self.n_layers,
+            "n_layers": n_layers,
             "attention_span": seg + used_memory,  # keys per query at most, per layer
             "context_min": used_memory + 1,  # in view directly, except at the start
-            "context_max_theoretical": seg + self.memory_len * self.n_layers,
+            "context_max_theoretical": seg + memory_len * n_layers,
             "rows": len(plan.starts),
             "warmup_tokens": warmup,
         }
-        return nll
+        return nll, info
 
     # -- baselines, analysis, record ----------------------------------------------------------
     def _unigram_nll(self) -> np.ndarray:
@@ -741,7 +744,7 @@ class LanguageModelling(Task):
     def analysis_batch(self, size: int = 32) -> Batch | None:
         return next(self.batches("val", size))
 
-    def record_info(self) -> dict[str, Any]:
+    def record_info(self, evaluation: Evaluation | None = None) -> dict[str, Any]:
         c = self.cfg
         info: dict[str, Any] = {
             "tokenizer": c.tokenizer,
@@ -767,24 +770,10 @@ class LanguageModelling(Task):
                 f"each window read as two consecutive segments of {self.segment_len} tokens, "
                 "the second with the detached memory of the first"
             )
-        if self._eval_info:
-            info["evaluation"] = self._eval_info
-        return info
+        return info | super().record_info(evaluation)
 
-    def write_artifacts(self, stem: Path, predictions: list[dict[str, Any]]) -> dict[str, str]:
-        nll = self.token_nll.get("test")
-        if nll is None:
-            return {}
-        if len(predictions) != len(block_predictions(nll, self.cfg.stride)):
-            raise ValueError("lm: the test NLLs do not belong to these predictions")
+    def write_artifacts(self, stem: Path, evaluation: Evaluation) -> dict[str, str]:
+        """The test split's per-token NLLs as ``<stem>.nll.npy``."""
         path = stem.with_name(stem.name + ".nll.npy")
-        atomic_write_bytes(path, _npy_bytes(nll))
+        atomic_write_bytes(path, npy_bytes(evaluation.extra["token_nll"]))
         return {"token_nll": path.name}
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()

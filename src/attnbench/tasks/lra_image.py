@@ -38,7 +38,12 @@ from attnbench import baselines as bl
 from attnbench.attention import Requirements
 from attnbench.data import lra
 from attnbench.data.hf import load_hf_dataset
-from attnbench.tasks.base import DatasetInfo, SequenceClassificationTask, register_task
+from attnbench.tasks.base import (
+    DatasetInfo,
+    Evaluation,
+    SequenceClassificationTask,
+    register_task,
+)
 
 SOURCES = ("huggingface", "bundled")
 SIDES = {"huggingface": 32, "bundled": 28}  # CIFAR-10, Fashion-MNIST
@@ -176,8 +181,10 @@ class LRAImage(SequenceClassificationTask):
             result["linear_pixels"] = bl.accuracy(model.predict(pixels["test"]), labels["test"])
         return result
 
-    def record_info(self) -> dict[str, Any]:
-        return {"side": self.cfg.side, "pool": self.cfg.pool, "sequence_length": self.cfg.side**2}
+    def record_info(self, evaluation: Evaluation | None = None) -> dict[str, Any]:
+        c = self.cfg
+        info = {"side": c.side, "pool": c.pool, "sequence_length": c.side**2}
+        return info | super().record_info(evaluation)
 
 
 def _subset(size: int, n: int, split: str, rng: random.Random) -> list[int]:

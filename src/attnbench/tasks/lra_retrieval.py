@@ -51,6 +51,7 @@ from attnbench.tasks.base import (
     DatasetInfo,
     SequenceClassificationTask,
     Task,
+    analysis_mask,
     attention_statistics,
     register_task,
 )
@@ -114,7 +115,7 @@ class LRARetrieval(Task):
 
     # -- description ------------------------------------------------------------------------
     def requirements(self) -> Requirements:
-        # Both towers can be padded to max_len (self.pad_to): fixed-length variants run too.
+        # Both towers can be padded to max_len (self.setup.pad_to): fixed-length variants run too.
         return Requirements(padding_mask=True, variable_length=False, max_len=self.max_len())
 
     def dataset_info(self) -> DatasetInfo:
@@ -212,8 +213,8 @@ class LRARetrieval(Task):
             )
 
     def _tower(self, docs: list[np.ndarray]) -> tuple[Tensor, Tensor]:
-        """[CLS] + tokens, padded to ``self.pad_to`` (fixed-length variants) or the longest."""
-        width = self.pad_to or 1 + max(len(d) for d in docs)
+        """[CLS] + tokens, padded to ``setup.pad_to`` (fixed-length variants) or the longest."""
+        width = self.setup.pad_to or 1 + max(len(d) for d in docs)
         ids = np.full((len(docs), width), lra.PAD_ID, dtype=np.int64)
         ids[:, 0] = lra.CLS_ID
         for j, doc in enumerate(docs):
@@ -267,7 +268,7 @@ class LRARetrieval(Task):
         model.eval()
         out = model(**batch.inputs, need_weights=True)
         padding = batch.inputs["padding_a"]
-        allowed = padding[:, None, None, :] & padding[:, None, :, None]
+        allowed = analysis_mask(padding, padding.shape[1], device)
         return {**attention_statistics(out.weights, allowed), "tower": "first document"}
 
 

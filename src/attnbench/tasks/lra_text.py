@@ -43,7 +43,13 @@ from attnbench.attention import VariantSpec
 from attnbench.data import lra
 from attnbench.data.hf import load_hf_dataset
 from attnbench.model import ModelConfig, SequenceClassifier
-from attnbench.tasks.base import DatasetInfo, SequenceClassificationTask, register_task
+from attnbench.tasks.base import (
+    DatasetInfo,
+    Evaluation,
+    SequenceClassificationTask,
+    TaskSetup,
+    register_task,
+)
 
 SOURCES = ("huggingface", "bundled")
 LABELS = ("author", "title")
@@ -107,8 +113,8 @@ class LRAText(SequenceClassificationTask):
     family = "lra"
     DataConfig = TextData
 
-    def __init__(self, data_cfg: TextData) -> None:
-        super().__init__(data_cfg)
+    def __init__(self, data_cfg: TextData, setup: TaskSetup | None = None) -> None:
+        super().__init__(data_cfg, setup)
         self.class_names: list[str] = ["negative", "positive"]  # set from the data by load()
 
     def dataset_info(self) -> DatasetInfo:
@@ -221,8 +227,9 @@ class LRAText(SequenceClassificationTask):
             labels, columns = lra.load_packed(data_dir / f"{split}.npz")
             self.splits[split] = list(zip(columns["tokens"], labels, strict=True))
 
-    def record_info(self) -> dict[str, Any]:
-        return {"classes": self.class_names, "max_length_bytes": self.cfg.max_length}
+    def record_info(self, evaluation: Evaluation | None = None) -> dict[str, Any]:
+        info = {"classes": self.class_names, "max_length_bytes": self.cfg.max_length}
+        return info | super().record_info(evaluation)
 
 
 def _hf_rows(path: str, name: str | None, split: str, max_length: int) -> list[tuple[bytes, int]]:

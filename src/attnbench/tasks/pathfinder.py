@@ -35,7 +35,9 @@ from attnbench.tasks.base import (
     Batch,
     DatasetInfo,
     EmptySplitError,
+    Evaluation,
     SequenceClassificationTask,
+    TaskSetup,
     register_task,
 )
 
@@ -110,8 +112,8 @@ class _PathfinderTask(SequenceClassificationTask):
     # 2: the generator no longer gives the label away through the marker positions
     data_version = 2
 
-    def __init__(self, data_cfg: Any) -> None:
-        super().__init__(data_cfg)
+    def __init__(self, data_cfg: Any, setup: TaskSetup | None = None) -> None:
+        super().__init__(data_cfg, setup)
         self.info: dict[str, Any] = {}
 
     # -- description -------------------------------------------------------------------------
@@ -251,7 +253,7 @@ class _PathfinderTask(SequenceClassificationTask):
         else:
             order = np.arange(n)
         length = data.pixels.shape[1]
-        width = max(self.pad_to or 0, length + 1)
+        width = max(self.setup.pad_to or 0, length + 1)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             ids = torch.full((len(idx), width), PAD_ID, dtype=torch.long)
@@ -296,7 +298,7 @@ class _PathfinderTask(SequenceClassificationTask):
         dy, dx = centres[:, 2] - centres[:, 0], centres[:, 3] - centres[:, 1]
         return np.column_stack([centres, np.abs(dy), np.abs(dx), np.hypot(dy, dx)])
 
-    def record_info(self) -> dict[str, Any]:
+    def record_info(self, evaluation: Evaluation | None = None) -> dict[str, Any]:
         c = self.cfg
         info: dict[str, Any] = {
             "resolution": c.resolution,
@@ -307,7 +309,7 @@ class _PathfinderTask(SequenceClassificationTask):
             info["generator"] = self.info["spec"]
         if "empty_images_skipped" in self.info:
             info["empty_images_skipped"] = len(self.info["empty_images_skipped"])
-        return info
+        return info | super().record_info(evaluation)
 
 
 @register_task

@@ -101,9 +101,13 @@ from attnbench.tasks.base import (
     Batch,
     DatasetInfo,
     EmptySplitError,
+    Evaluation,
     Task,
+    TaskSetup,
+    analysis_mask,
     attention_statistics,
     register_task,
+    with_aux,
 )
 
 SPLITS = ("train", "val", "test")
@@ -356,17 +360,16 @@ class Translation(Task):
     selection_higher_is_better = False
     DataConfig = TranslationData
 
-    def __init__(self, data_cfg: TranslationData) -> None:
-        super().__init__(data_cfg)
+    def __init__(self, data_cfg: TranslationData, setup: TaskSetup | None = None) -> None:
+        super().__init__(data_cfg, setup)
         self.cfg: TranslationData = data_cfg
         self.tokenizer: text.SubwordTokenizer | None = None
         self.data_dir: Path | None = None
         self.stats: dict[str, Any] = {}
-        self.cross_attention: str | None = None  # set by build_model
 
     # -- description ------------------------------------------------------------------
     def requirements(self) -> Requirements:
-        # Batches can be padded to max_len (self.pad_to), so fixed-length variants run too;
+        # Batches can be padded to max_len (setup.pad_to), so fixed-length variants run too;
         # cross-attention falls back to standard attention, so it is not required.
         return Requirements(causal=True, padding_mask=True, max_len=self.max_len())
 
@@ -504,9 +507,9 @@ class Translation(Task):
     def _collate(self, pairs: Sequence[Pair], index: Sequence[int]) -> Batch:
         src_rows = [[*p.src_ids, text.EOS] for p in pairs]
         dec_rows = [[text.BOS, *p.tgt_ids] for p in pairs]
-        src = _pad(src_rows, self.pad_to, text.PAD)  # (B, S)
-        tgt = _pad(dec_rows, self.pad_to, text.PAD)  # (B, T)
-        targets = _pad([[*p.tgt_ids, text.EOS] for p in pairs], self.pad_to, IGNORE)  # (B, T)
+        src = _pad(src_rows, self.setup.pad_to, text.PAD)  # (B, S)
+        tgt = _pad(dec_rows, self.setup.pad_to, text.PAD)  # (B, T)
+        targets = _pad([[*p.tgt_ids, text.EOS] for p in pairs], self.setup.pad_to, IGNORE)  # (B, T)
         src_padding, tgt_padding = src != text.PAD, targets != IGNORE
         return Batch(
             {"src": src, "tgt": tgt, "src_padding": src_padding, "tgt_padding": tgt_padding},
@@ -539,12 +542,18 @@ class Translation(Task):
     def build_model(
         self, cfg: ModelConfig, variant: VariantSpec, options: dict[str, Any]
     ) -> nn.Module:
-        if variant.capabilities.cross_attention:
+        # setup.cross_attention: the run's own variant when it can cross-attend, else the
+        # profile's reference variant (attnbench.job.task_setup)
+        name = self.setup.cross_attention
+        if name is None or name == variant.name:
+            if not variant.capabilities.cross_attention:
+                raise ValueError(
+                    f"variant {variant.name!r} cannot do cross-attention and the task setup "
+                    "names no other variant for it (TaskSetup.cross_attention)"
+                )
             cross, cross_options = variant, options
-            self.cross_attention = variant.name
         else:
-            cross, cross_options = get_variant("vanilla"), None
-            self.cross_attention = "vanilla"
+            cross, cross_options = get_variant(name), None
         return EncoderDecoder(self.vocab_size(), cfg, variant, cross, options, cross_options)
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor | None]:
@@ -555,7 +564,7 @@ class Translation(Task):
             ignore_index=IGNORE,
             label_smoothing=self.cfg.label_smoothing,
         )
-        return (loss, None) if out.aux_loss is None else (loss + out.aux_loss, out.aux_loss)
+        return with_aux(loss, out.aux_loss)
 
     @torch.no_grad()
     def evaluate(
@@ -565,7 +574,7 @@ class Translation(Task):
         batch_size: int,
         device: torch.device,
         **model_kwargs: Any,
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    ) -> Evaluation:
         """Validation: teacher-forced loss. Test: loss, and beam search scored by sacrebleu.
 
         ``model_kwargs`` (e.g. ``head_mask`` for head ablation) go to the self-attention of
@@ -599,7 +608,7 @@ class Translation(Task):
             "token_accuracy": correct / max(n_tokens, 1),
         }
         if split != "test":
-            return metrics, []
+            return Evaluation(metrics, [])
         hypotheses = self.translate(model, split, batch_size, device, **model_kwargs)
         pairs: list[Pair] = self.splits[split]
         references = [p.reference for p in pairs]
@@ -610,7 +619,7 @@ class Translation(Task):
             {"index": i, "source": p.source, "hypothesis": h, "reference": p.reference}
             for i, (p, h) in enumerate(zip(pairs, hypotheses, strict=True))
         ]
-        return metrics, predictions
+        return Evaluation(metrics, predictions)
 
     @torch.no_grad()
     def translate(
@@ -656,7 +665,7 @@ class Translation(Task):
                 src_lengths, c.max_len_a, c.max_len_b, self.max_len()
             )
             common = dict(
-                bos=text.BOS, eos=text.EOS, pad=text.PAD, banned=BANNED, pad_to=self.pad_to
+                bos=text.BOS, eos=text.EOS, pad=text.PAD, banned=BANNED, pad_to=self.setup.pad_to
             )
             if beam == 1:
                 ids = decoding.greedy_decode(
@@ -693,10 +702,8 @@ class Translation(Task):
         src_pad, tgt_pad = inputs["src_padding"], inputs["tgt_padding"]
         enc = model.encoder(inputs["src"], src_pad, need_weights=True)
         dec = model.decode(inputs["tgt"], enc.hidden, src_pad, tgt_pad, need_weights=True)
-        enc_allowed = src_pad[:, None, None, :] & src_pad[:, None, :, None]
-        t = tgt_pad.shape[1]
-        causal = torch.ones(t, t, dtype=torch.bool, device=device).tril()
-        dec_allowed = tgt_pad[:, None, None, :] & tgt_pad[:, None, :, None] & causal
+        enc_allowed = analysis_mask(src_pad, src_pad.shape[1], device)
+        dec_allowed = analysis_mask(tgt_pad, tgt_pad.shape[1], device, causal=True)
         result = attention_statistics(enc.weights, enc_allowed)
         if result.get("available"):
             decoder = attention_statistics(dec.weights, dec_allowed)
@@ -728,10 +735,10 @@ class Translation(Task):
             result["word_by_word"] = bleu([lexicon.translate(p.source) for p in test])
         return result
 
-    def record_info(self) -> dict[str, Any]:
+    def record_info(self, evaluation: Evaluation | None = None) -> dict[str, Any]:
         c = self.cfg
         info: dict[str, Any] = {
-            "cross_attention": self.cross_attention,
+            "cross_attention": self.setup.cross_attention,
             "selection": "validation loss (teacher-forced cross-entropy per target token)",
             "decoding": {
                 "test": "beam search" if c.beam_size > 1 else "greedy",
@@ -754,14 +761,14 @@ class Translation(Task):
             info["tokenizer"] = tokenizer
         return info
 
-    def write_artifacts(self, stem: Path, predictions: list[dict[str, Any]]) -> dict[str, str]:
+    def write_artifacts(self, stem: Path, evaluation: Evaluation) -> dict[str, str]:
         """Hypotheses, references and sources, one sentence per line.
 
         The tokenizer stays in the data directory; the record names it with its SHA-256
         (``task_info.tokenizer``). A copy here would end in ``.json`` and be taken for a
         run record by readers that collect ``*.json`` files.
         """
-        rows = sorted(predictions, key=lambda r: r["index"])
+        rows = sorted(evaluation.predictions, key=lambda r: r["index"])
         files: dict[str, str] = {}
         for kind, key, suffix in ARTIFACTS:
             path = stem.with_name(stem.name + suffix)
