@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from attnbench import bench
+from attnbench.bench.cli import add_parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in ("bench", "bench-summary"):
         argv = ["bench", *argv]
     parser = argparse.ArgumentParser(prog="bench_attention.py")
-    bench.add_parser(parser.add_subparsers(dest="command", required=True))
+    add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:
         return args.func(args)

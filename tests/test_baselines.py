@@ -70,9 +70,6 @@ def test_root_operator_rule_against_a_direct_count() -> None:
     hits = sum(rule[next(t for t in e.tokens if t.startswith("["))] == e.label for e in test)
     assert lo.root_operator_baseline(train, test) == hits / len(test)
     assert lo.root_operator(("3",)) is None
-    assert lo.majority_baseline(train, test) == bl.majority_class(
-        [e.label for e in train], [e.label for e in test]
-    )
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """attnbench.bench: FLOP convention, memory tracker, OOM path, slope fit, records, summary.
 
+The profile's ``bench:`` section (attnbench.config.resolve_bench_config) is tested in
+test_config.py.
+
 Timings are never asserted: only what a run must record and how the tables are derived.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import importlib.util
 import json
@@ -24,7 +26,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from attnbench import bench
 from attnbench.attention import AttentionContext, AttentionDims, get_variant
-from attnbench.config import config_hash, validate_profile
+from attnbench.config import (
+    BenchConfig,
+    GridConfig,
+    config_hash,
+    resolve_bench_config,
+    validate_profile,
+)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_attention.py"
 
@@ -55,9 +63,9 @@ def tiny_grid(**overrides: Any) -> dict[str, Any]:
     return grid | overrides
 
 
-def setup(tmp_path: Path, **grid: Any) -> tuple[dict[str, Any], bench.BenchConfig]:
+def setup(tmp_path: Path, **grid: Any) -> tuple[dict[str, Any], BenchConfig]:
     profile = validate_profile(tiny_profile(tmp_path / "results"))
-    return profile, bench.resolve_bench_config(profile, {"cpu": tiny_grid(**grid)})
+    return profile, resolve_bench_config(profile, {"cpu": tiny_grid(**grid)})
 
 
 def run_cli(*argv: str) -> int:
@@ -196,7 +204,7 @@ def fake_series(
     def skipped_at(n: int, reason: str) -> dict[str, Any]:
         return bench.empty_point(template, "skipped", reason) | {"length": n}
 
-    cfg = bench.GridConfig(**tiny_grid(**grid))
+    cfg = GridConfig(**tiny_grid(**grid))
     points = bench.run_series(measure_at, skipped_at, list(lengths), list(long_lengths), cfg, 1.5)
     return points, measured
 
@@ -393,6 +401,26 @@ def test_relative_table_divides_by_the_reference() -> None:
     assert "| 1K | 2K | 4K |" in md
 
 
+def test_summary_takes_the_reference_from_the_records(tmp_path: Path) -> None:
+    bench_cfg = {"reference": "linear", "relative_lengths": [1024], "exact_variants": None}
+    files = []
+    for variant in ("vanilla", "linear"):
+        record = constructed(variant, {1024: (100.0, 4000), 2048: (400.0, 16000)})
+        record["config"] = {"bench": bench_cfg, "exact_flops": variant == "vanilla"}
+        files.append(tmp_path / f"{variant}.json")
+        bench.write_bench_record(files[-1], record)
+    bench.build_summary(files, tmp_path / "out", plots=False)
+    assert (
+        (tmp_path / "out" / "relative.md")
+        .read_text()
+        .startswith("# Relative efficiency (× `linear`)")
+    )
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "## Relative to `linear`" in summary and "exact for `vanilla`, the" in summary
+    bench.build_summary([], tmp_path / "none", plots=False)  # no records: no reference to name
+    assert "No readable bench records" in (tmp_path / "none" / "relative.md").read_text()
+
+
 def test_scaling_rows_fit_time_and_memory() -> None:
     records = [constructed("linear", {1024: (50.0, 1000), 2048: (100.0, 2000), 4096: "OOM"})]
     (row,) = bench.scaling_rows(bench.group_series(bench.point_rows(records)))
@@ -453,33 +481,8 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# Configuration
+# Synthetic batches of the train_step mode
 # ---------------------------------------------------------------------------------------
-def test_default_grids_follow_the_issue() -> None:
-    cfg = bench.resolve_bench_config({"profile": "p", "tasks": {}})
-    assert cfg.cpu.lengths == [256, 512, 1024, 2048] and cfg.cpu.dtype == "fp32"
-    assert cfg.cuda.lengths[0] == 512 and cfg.cuda.lengths[-1] == 16384
-    assert cfg.cuda.long_lengths == [32768] and cfg.cuda.dtype == "bf16"
-    assert cfg.cuda.causal == [False, True] and set(cfg.cuda.modes) == set(bench.MODES)
-    assert cfg.grid("cuda") is cfg.cuda and cfg.grid("cpu") is cfg.cpu
-
-
-def test_profile_bench_section_overrides_and_validates() -> None:
-    profile = {"profile": "p", "bench": {"reference": "fused", "cpu": {"lengths": [64, 128]}}}
-    cfg = bench.resolve_bench_config(profile)
-    assert cfg.reference == "fused" and cfg.cpu.lengths == [64, 128]
-    assert cfg.cpu.repeats == bench.CPU_GRID.repeats  # unspecified keys keep the defaults
-    bad = copy.deepcopy(profile)
-    bad["bench"]["cpu"]["modez"] = ["fwd"]
-    with pytest.raises(ValueError, match=r"bench\.cpu: unknown key\(s\) modez; valid keys"):
-        bench.resolve_bench_config(bad)
-    bad = {"profile": "p", "bench": {"cuda": {"modes": ["backward"]}}}
-    with pytest.raises(ValueError, match="valid choices: fwd, fwd_bwd, train_step"):
-        bench.resolve_bench_config(bad)
-    with pytest.raises(ValueError, match=r"bench: unknown key\(s\) lengths"):
-        bench.resolve_bench_config({"profile": "p", "bench": {"lengths": [1]}})
-
-
 def test_synthetic_batch_of_a_classification_task() -> None:
     from attnbench.tasks.base import CLS_ID, get_task, make_data_config
 

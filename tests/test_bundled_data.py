@@ -155,8 +155,8 @@ def test_fashion_mnist_is_stratified() -> None:
     assert all(len(p) == 784 and any(p) for p in t["pixels"])
 
 
-def test_read_bundled_returns_dataset() -> None:
-    ds = bundled.read_bundled("fashion_mnist")
+def test_read_table_returns_dataset() -> None:
+    ds = bundled.read_table("fashion_mnist")
     assert ds.num_rows == 5000 and ds.column_names == COLUMNS["fashion_mnist"]
     assert isinstance(ds[0]["pixels"], bytes)
 

@@ -14,15 +14,20 @@ from pathlib import Path
 import pytest
 import yaml
 
+from attnbench.attention import get_variant, variant_names
 from attnbench.config import (
     ConfigError,
+    bench_is_exact,
+    bench_job_config,
     config_hash,
     job_config,
     load_profile,
+    resolve_bench_config,
     selected_tasks,
     selected_variants,
     validate_profile,
 )
+from attnbench.config_bench import CPU_GRID, MODES
 from attnbench.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -416,3 +421,59 @@ def test_data_hash_follows_the_tasks_data_version(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(get_task("listops"), "data_version", 99)
     assert data_config_hash(profile, "listops") != before
     assert get_task("pathfinder").data_version >= 2  # the marker-cue fix
+
+
+# ---------------------------------------------------------------------------------------
+# The efficiency sweep's `bench:` section
+# ---------------------------------------------------------------------------------------
+def test_default_grids_follow_the_issue() -> None:
+    cfg = resolve_bench_config({"profile": "p", "tasks": {}})
+    assert cfg.cpu.lengths == [256, 512, 1024, 2048] and cfg.cpu.dtype == "fp32"
+    assert cfg.cuda.lengths[0] == 512 and cfg.cuda.lengths[-1] == 16384
+    assert cfg.cuda.long_lengths == [32768] and cfg.cuda.dtype == "bf16"
+    assert cfg.cuda.causal == [False, True] and set(cfg.cuda.modes) == set(MODES)
+    assert cfg.grid("cuda") is cfg.cuda and cfg.grid("cpu") is cfg.cpu
+
+
+def test_profile_bench_section_overrides_and_validates() -> None:
+    profile = {"profile": "p", "bench": {"reference": "fused", "cpu": {"lengths": [64, 128]}}}
+    cfg = resolve_bench_config(profile)
+    assert cfg.reference == "fused" and cfg.cpu.lengths == [64, 128]
+    assert cfg.cpu.repeats == CPU_GRID.repeats  # unspecified keys keep the defaults
+    bad = copy.deepcopy(profile)
+    bad["bench"]["cpu"]["modez"] = ["fwd"]
+    with pytest.raises(ValueError, match=r"bench\.cpu: unknown key\(s\) modez; valid keys"):
+        resolve_bench_config(bad)
+    bad = {"profile": "p", "bench": {"cuda": {"modes": ["backward"]}}}
+    with pytest.raises(ValueError, match="valid choices: fwd, fwd_bwd, train_step"):
+        resolve_bench_config(bad)
+    with pytest.raises(ValueError, match=r"bench: unknown key\(s\) lengths"):
+        resolve_bench_config({"profile": "p", "bench": {"lengths": [1]}})
+
+
+def test_exact_variants_default_to_the_exact_softmax_capability(tmp_path: Path) -> None:
+    profile = load_profile(write(tmp_path, BASE))
+    cfg = resolve_bench_config(profile)
+    assert cfg.exact_variants is None  # not set in the profile: the variants' metadata decides
+    exact = {name for name in variant_names() if bench_is_exact(cfg, name)}
+    declared = {name for name in variant_names() if get_variant(name).capabilities.exact_softmax}
+    assert exact == declared and {"vanilla", "fused"} <= exact
+    assert bench_job_config(profile, "fused", cfg)["exact_flops"] is True
+    assert bench_job_config(profile, "linear", cfg)["exact_flops"] is False
+    # the profile key stays an explicit override
+    override = resolve_bench_config({**profile, "bench": {"exact_variants": ["linear"]}})
+    assert {name for name in variant_names() if bench_is_exact(override, name)} == {"linear"}
+
+
+def test_bench_reference_defaults_to_the_profile_reference(tmp_path: Path) -> None:
+    profile = load_profile(write(tmp_path, BASE + "reference: {variant: fused}\n"))
+    assert resolve_bench_config(profile).reference == "fused"
+    assert bench_job_config(profile, "linear")["bench"]["reference"] == "fused"
+    own = {**profile, "bench": {"reference": "linear"}}
+    assert resolve_bench_config(own).reference == "linear"
+
+
+def test_importing_config_leaves_the_bench_package_unloaded() -> None:
+    """config resolves the bench section itself: no import cycle config → bench → config."""
+    code = "import attnbench.config, sys; assert 'attnbench.bench' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

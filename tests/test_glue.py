@@ -21,6 +21,7 @@ from attnbench.config import validate_profile
 from attnbench.model import ModelOutput
 from attnbench.runner import prepare_data, run_job
 from attnbench.tasks import glue
+from attnbench.tasks import glue_standins as standins
 from attnbench.tasks.base import TaskSetup, get_task, make_data_config
 from attnbench.text import SEP, SubwordTokenizer
 
@@ -356,7 +357,7 @@ def bible_table(n_books: int = 4, n_chapters: int = 10, n_verses: int = 9) -> di
 
 
 def _bible_rows(seed: int = 0, **caps) -> dict:
-    return glue.bible_paraphrase_rows(
+    return standins.bible_paraphrase_rows(
         bible_table(),
         seed=seed,
         val_fraction=0.25,
@@ -416,7 +417,7 @@ def test_bible_classes_balanced_and_splits_disjoint_by_chapter() -> None:
 
 def wordnet_table(n: int = 300) -> dict:
     rng = np.random.default_rng(3)
-    lexnames = [glue.LEXNAMES[int(i)] for i in rng.integers(0, 45, n)]
+    lexnames = [standins.LEXNAMES[int(i)] for i in rng.integers(0, 45, n)]
     definitions = [f"{_sentence(rng)} number {i}" for i in range(n)]
     definitions[7] = definitions[8] = "a shared gloss"  # ambiguous: dropped
     return {
@@ -429,35 +430,35 @@ def wordnet_table(n: int = 300) -> dict:
 
 
 def test_wordnet_rows_and_splits() -> None:
-    assert len(glue.LEXNAMES) == len(set(glue.LEXNAMES)) == 45
+    assert len(standins.LEXNAMES) == len(set(standins.LEXNAMES)) == 45
     table = wordnet_table()
     label_of = dict(zip(table["definition"], table["lexname"], strict=True))
-    rows = glue.wordnet_lex_rows(table, seed=0, n_train=None, n_val=40, n_test=50)
+    rows = standins.wordnet_lex_rows(table, seed=0, n_train=None, n_val=40, n_test=50)
     assert [len(rows[s]) for s in ("train", "validation", "test")] == [298 - 90, 40, 50]
     synsets = {s: {r["synset"] for r in rows[s]} for s in rows}
     assert not synsets["train"] & synsets["test"]
     assert not synsets["validation"] & (synsets["train"] | synsets["test"])
     for split_rows in rows.values():
         for r in split_rows:
-            assert glue.LEXNAMES[r["label"]] == label_of[r["sentence"]]
+            assert standins.LEXNAMES[r["label"]] == label_of[r["sentence"]]
             assert r["sentence"] != "a shared gloss"
     shuffled = {k: v[::-1] for k, v in table.items()}  # row order of the file is irrelevant
-    assert glue.wordnet_lex_rows(shuffled, seed=0, n_train=None, n_val=40, n_test=50) == rows
-    capped = glue.wordnet_lex_rows(table, seed=0, n_train=30, n_val=40, n_test=50)
+    assert standins.wordnet_lex_rows(shuffled, seed=0, n_train=None, n_val=40, n_test=50) == rows
+    capped = standins.wordnet_lex_rows(table, seed=0, n_train=30, n_val=40, n_test=50)
     assert len(capped["train"]) == 30 and capped["test"] == rows["test"]
-    other = glue.wordnet_lex_rows(table, seed=1, n_train=None, n_val=40, n_test=50)
+    other = standins.wordnet_lex_rows(table, seed=1, n_train=None, n_val=40, n_test=50)
     assert other["test"] != rows["test"]
     with pytest.raises(ValueError, match="too few"):
-        glue.wordnet_lex_rows(table, seed=0, n_train=None, n_val=200, n_test=100)
+        standins.wordnet_lex_rows(table, seed=0, n_train=None, n_val=200, n_test=100)
 
 
 def test_stand_ins_on_the_bundled_corpora() -> None:
     bundled = pytest.importorskip("attnbench.data.bundled")
     try:
-        wordnet, bible = bundled.read_bundled("wordnet"), bundled.read_bundled("bible")
+        wordnet, bible = bundled.read_table("wordnet"), bundled.read_table("bible")
     except ValueError as exc:  # not built in this checkout
         pytest.skip(str(exc))
-    rows = glue.wordnet_lex_rows(
+    rows = standins.wordnet_lex_rows(
         wordnet.select_columns(["synset", "lexname", "definition"]).to_dict(),
         seed=0,
         n_train=2000,
@@ -466,7 +467,7 @@ def test_stand_ins_on_the_bundled_corpora() -> None:
     )
     assert len({r["label"] for r in rows["train"]}) > 40  # nearly every category
     columns = ["ref", "book", "chapter", "verse", "kjv", "web"]
-    pairs = glue.bible_paraphrase_rows(
+    pairs = standins.bible_paraphrase_rows(
         bible.select_columns(columns).to_dict(),
         seed=0,
         val_fraction=0.1,

@@ -15,14 +15,17 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from attnbench import cli
 from attnbench.leaderboard import (
     CSV_COLUMNS,
     build_leaderboard,
     format_metric,
     metric_scale,
     records_frame,
+    render_markdown,
 )
 from attnbench.records import (
+    DEFAULT_REFERENCE,
     REQUIRED_KEYS,
     iter_record_files,
     load_records,
@@ -502,7 +505,7 @@ def test_ranks_and_family_average(tmp_path: Path) -> None:
     _, md, _ = build(tmp_path, records)
     table = main_table(md)
     # family average = mean of the task columns (in %); lm stays out of it
-    assert [table[v]["LRA stand-ins avg (2) ↑"] for v in ("vanilla", "linear", "local")] == [
+    assert [table[v]["lra stand-ins avg (2) ↑"] for v in ("vanilla", "linear", "local")] == [
         "65.00",
         "65.00",
         "60.00",
@@ -524,8 +527,8 @@ def test_family_average_needs_every_task(tmp_path: Path) -> None:
         make_record("text", variant="linear", status="n/a", reason="r", task_family="lra"),
     ]
     table = main_table(build(tmp_path, records)[1])
-    assert table["vanilla"]["LRA stand-ins avg (2) ↑"] == "55.00"
-    assert table["linear"]["LRA stand-ins avg (2) ↑"] == "—"
+    assert table["vanilla"]["lra stand-ins avg (2) ↑"] == "55.00"
+    assert table["linear"]["lra stand-ins avg (2) ↑"] == "—"
 
 
 def _seeded(task: str, variant: str, values: list[float], **extra: Any) -> list[dict[str, Any]]:
@@ -570,7 +573,7 @@ def test_noise_task_is_marked_and_left_out_planted_difference_is_marked(tmp_path
     ranks = md.split("### Ranks", 1)[1].split("###", 1)[0]
     assert "| variant | listops | mean rank |" in ranks
     assert "| linear | 1 | 1.0 |" in ranks
-    family = "LRA stand-ins avg (1 of 2 with signal) ↑"
+    family = "lra stand-ins avg (1 of 2 with signal) ↑"
     assert [table[v][family] for v in ("vanilla", "linear", "local")] == ["51.00", "90.00", "50.50"]
     assert result.analysis is not None
     assert set(result.analysis.comparisons) == {
@@ -598,7 +601,7 @@ def test_dense_cell_is_shown_unranked_untested(tmp_path: Path) -> None:
     assert table["vanilla"][ACC] == "**51.00 ± 1.00 (n=3)**"  # best among ranked cells
     ranks = md.split("### Ranks", 1)[1].split("###", 1)[0]
     assert "| local-32 | — | 3 | 3.0 |" in ranks  # text: vanilla = linear = 1.5
-    assert table["local-32"]["LRA stand-ins avg (2) ↑"] == "—"
+    assert table["local-32"]["lra stand-ins avg (2) ↑"] == "—"
     assert result.analysis is not None
     assert ("default", "listops", "local-32") not in result.analysis.comparisons
     assert ("default", "text", "local-32") in result.analysis.comparisons
@@ -687,3 +690,180 @@ def test_significance_marks_and_manifest(tmp_path: Path) -> None:
     assert set(boot) == {("strong", 0), ("same", 0)}
     assert boot[("strong", 0)]["significant"] and not boot[("same", 0)]["significant"]
     assert "Paired bootstrap tests over the test examples" in result.markdown
+
+
+# --------------------------------------------------------------------------- averages
+
+LRA_FIVE = ("listops", "text", "retrieval", "image", "pathfinder")
+LRA_AVERAGES = [["LRA", 5], ["LRA with Path-X", 6]]
+
+
+def _family(tasks: dict[str, list[list[Any]] | None], family: str = "lra") -> list[dict[str, Any]]:
+    """Per task: the reference at 3 seeds (signal against the 18% baseline), linear at 1
+    seed (60%, 61%, ... by task order). ``tasks``: name -> its ``task_averages`` (None:
+    the key is left out, as in older records)."""
+    records = []
+    for i, (task, averages) in enumerate(tasks.items()):
+        extra: dict[str, Any] = {
+            "task_family": family,
+            "dataset": {"name": task, "source": "lra-release", "stand_in": False},
+        }
+        if averages is not None:
+            extra["task_averages"] = averages
+        records += _seeded(task, "vanilla", [0.50, 0.51, 0.52], **extra)
+        records += _seeded(task, "linear", [0.60 + 0.01 * i], **extra)
+    return records
+
+
+def _averages(table: dict[str, dict[str, str]]) -> list[str]:
+    """The average columns of a main table, in order."""
+    return [h for h in table["vanilla"] if " avg " in h]
+
+
+def test_published_average_needs_all_of_its_tasks(tmp_path: Path) -> None:
+    table = main_table(build(tmp_path / "all", _family(dict.fromkeys(LRA_FIVE, LRA_AVERAGES)))[1])
+    # the five LRA tasks: LRA's average; not the one with Path-X (pathx is missing); the
+    # family average over the same tasks is not repeated
+    assert _averages(table) == ["LRA avg (5) ↑"]
+    assert table["vanilla"]["LRA avg (5) ↑"] == "51.00"
+    assert table["linear"]["LRA avg (5) ↑"] == "62.00"  # mean of 60 ... 64
+
+    four = dict.fromkeys(LRA_FIVE[:4], LRA_AVERAGES)
+    table = main_table(build(tmp_path / "four", _family(four))[1])
+    assert _averages(table) == ["lra avg (4) ↑"]  # only the family average
+
+    six = {**dict.fromkeys(LRA_FIVE, LRA_AVERAGES), "pathx": [["LRA with Path-X", 6]]}
+    table = main_table(build(tmp_path / "six", _family(six))[1])
+    assert _averages(table) == ["LRA avg (5) ↑", "LRA with Path-X avg (6) ↑"]
+    assert table["linear"]["LRA with Path-X avg (6) ↑"] == "62.50"
+
+
+def test_published_average_comes_from_metadata_not_task_names(tmp_path: Path) -> None:
+    # LRA's task names without task_averages (older records): no LRA average
+    table = main_table(build(tmp_path / "old", _family(dict.fromkeys(LRA_FIVE)))[1])
+    assert _averages(table) == ["lra avg (5) ↑"]
+    # a single task called listops is no LRA either
+    table = main_table(build(tmp_path / "one", _family({"listops": None}))[1])
+    assert _averages(table) == []
+    # any names, any label: the records say what they average
+    pair = _family({"alpha": [["Pair", 2]], "beta": [["Pair", 2]]}, family="custom")
+    table = main_table(build(tmp_path / "pair", pair)[1])
+    assert _averages(table) == ["Pair avg (2) ↑"]  # the family average is the same tasks
+
+
+def test_published_average_uses_the_tasks_with_signal(tmp_path: Path) -> None:
+    records = _family(dict.fromkeys(LRA_FIVE, LRA_AVERAGES))
+    for record in records:
+        if record["task"] == "image":
+            record["metrics"]["baselines"] = {"majority_class": 0.9}  # no signal on image
+    table = main_table(build(tmp_path, records)[1])
+    assert _averages(table) == ["LRA avg (4 of 5 with signal) ↑"]
+    assert table["linear"]["LRA avg (4 of 5 with signal) ↑"] == "61.75"  # 60, 61, 62, 64 %
+
+
+def test_reproducibility_lists_every_recorded_library_in_record_order() -> None:
+    records = [
+        make_record(seed=0, versions={"torch": "2.4", "python": "3.11", "zlib": "1.3"}),
+        make_record(seed=1, versions={"torch": "2.5", "newlib": "0.1"}),
+    ]
+    for i, record in enumerate(records):
+        record["_path"] = f"seed{i}.json"
+    markdown = render_markdown(records_frame(records), records, [])
+    assert "  - versions: torch 2.4/2.5, python 3.11, zlib 1.3, newlib 0.1\n" in markdown
+
+
+def test_reference_default_comes_from_the_record_format() -> None:
+    """The default reference is defined once, in attnbench.records; no name in this code."""
+    import importlib
+
+    from attnbench import significance
+
+    package = Path(str(importlib.import_module("attnbench.leaderboard").__file__)).parent
+    modules = ["figures", "report", "significance", "verdicts"]
+    sources = [*package.glob("*.py")] + [
+        Path(str(importlib.import_module(f"attnbench.{name}").__file__)) for name in modules
+    ]
+    assert len(sources) >= 9
+    for source in sources:
+        assert DEFAULT_REFERENCE not in source.read_text(encoding="utf-8"), source
+    assert significance.reference_variant([{"profile": "p"}]) == DEFAULT_REFERENCE
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_writes_only_the_outputs_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_all(tmp_path / "runs", [make_record(value=0.5)])
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "results"
+    results.mkdir()
+    old = ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "manifest.json")
+    for name in old:
+        (results / name).write_text("old\n")
+    code, out, err = run_cli(["leaderboard", "--runs", "runs", "--md", "out/lb.md"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "out" / "lb.md").read_text().startswith("# attnbench leaderboard")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".lb.md.lock", "lb.md"]
+    assert sorted(p.name for p in results.iterdir()) == sorted(old)  # no plots either
+    assert all((results / name).read_text() == "old\n" for name in old)
+    assert out == "leaderboard: 1 record(s), 0 skipped → out/lb.md\n"
+
+
+def test_cli_without_outputs_writes_the_default_markdown_and_csv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_all(tmp_path / "runs", [make_record(value=0.5)])
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["leaderboard", "--runs", "runs"], capsys)
+    assert code == 0, err
+    written = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert written == [".leaderboard.md.lock", "leaderboard.csv", "leaderboard.md"]
+
+
+def test_cli_writes_every_output_the_workflow_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The leaderboard rule's command line (workflow/rules/leaderboard.smk) gets all five."""
+    records = [*_seeded("listops", "vanilla", [0.50, 0.51, 0.52]), make_record(variant="linear")]
+    files = write_all(tmp_path / "runs", records)
+    out = tmp_path / "results"
+    argv = ["leaderboard", "--records", *map(str, files), "--md", str(out / "leaderboard.md")]
+    argv += ["--csv", str(out / "leaderboard.csv"), "--html", str(out / "leaderboard.html")]
+    argv += ["--manifest", str(out / "manifest.json"), "--plots", str(out / "plots")]
+    argv += ["--analysis", str(tmp_path / "analysis"), "--bench", str(tmp_path / "bench")]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "manifest.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "plots" / "task_default_listops.png").is_file()
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_cli_refuses_an_empty_record_set(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    exists: bool,
+) -> None:
+    runs = tmp_path / "runs"
+    if exists:
+        runs.mkdir()
+    monkeypatch.chdir(tmp_path)
+    for outputs in ([], ["--md", "out/lb.md", "--csv", "out/lb.csv", "--plots", "out/plots"]):
+        code, out, err = run_cli(["leaderboard", "--runs", str(runs), *outputs], capsys)
+        assert code == 2
+        assert out == "" and len(err.strip().splitlines()) == 1
+        assert f"no run records under {runs}" in err
+        assert ("no such directory" in err) is not exists
+        assert list(tmp_path.iterdir()) == ([runs] if exists else [])  # nothing written
+    code, _, err = run_cli(["leaderboard", "--records", "--md", "lb.md"], capsys)
+    assert code == 2 and "--records names no record files" in err
+    assert list(tmp_path.iterdir()) == ([runs] if exists else [])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from attnbench import baselines as bl
 from attnbench.data import listops as lo
 from attnbench.data.listops import ListOpsExample
 
@@ -322,10 +323,13 @@ def _examples(labels: list[int]) -> list[ListOpsExample]:
     return [ListOpsExample(("[SM", str(label), "]"), label) for label in labels]
 
 
-def test_majority_baseline() -> None:
-    train = _examples([3, 3, 3, 1, 1, 7])
-    assert lo.majority_baseline(train, _examples([3, 1, 2, 3])) == 0.5
-    assert lo.majority_baseline(train, _examples([1, 1, 7])) == 0.0
-    assert lo.majority_baseline(_examples([5, 2, 2, 5]), _examples([2, 5, 5])) == 1 / 3  # tie: 2
+def test_majority_class_on_listops_labels() -> None:
+    def labels(values: list[int]) -> list[int]:
+        return [e.label for e in _examples(values)]
+
+    train = labels([3, 3, 3, 1, 1, 7])
+    assert bl.majority_class(train, labels([3, 1, 2, 3])) == 0.5
+    assert bl.majority_class(train, labels([1, 1, 7])) == 0.0
+    assert bl.majority_class(labels([5, 2, 2, 5]), labels([2, 5, 5])) == 1 / 3  # tie: 2
     with pytest.raises(ValueError, match="test"):
-        lo.majority_baseline(train, [])
+        bl.majority_class(train, [])

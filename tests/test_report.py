@@ -217,7 +217,7 @@ def test_seed_spread_points_match_the_records(tmp_path: Path) -> None:
     """Every ok seed is one point at its value (scaled), in variant order."""
     from matplotlib.collections import PathCollection
 
-    from attnbench import report
+    from attnbench import figures
 
     records = []
     for (variant, seed), accuracy in RUNS.items():
@@ -234,19 +234,19 @@ def test_seed_spread_points_match_the_records(tmp_path: Path) -> None:
                     "capabilities": {"mixes_tokens": variant != "no-mixing"},
                 }
             )
-    figures = []
-    original = report._save
+    drawn = []
+    original = figures._save
 
     def keep(fig, out_dir, stem):
-        figures.append(fig)
+        drawn.append(fig)
         return original(fig, out_dir, stem)
 
-    report._save = keep
+    figures._save = keep
     try:
-        report.plot_seed_spread(records, "p", tmp_path)
+        figures.plot_seed_spread(records, "p", tmp_path)
     finally:
-        report._save = original
-    (ax,) = figures[0].axes
+        figures._save = original
+    (ax,) = drawn[0].axes
     points = [c.get_offsets().tolist() for c in ax.collections if isinstance(c, PathCollection)]
     assert points == [
         [[0, 60.0], [0, 61.0], [0, 62.0]],  # the reference first

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from attnbench.config import validate_profile
+from attnbench.data.bundled import read_table
 from attnbench.runner import prepare_data, run_job
 from attnbench.tasks.base import get_task, make_data_config
-from attnbench.tasks.glue import _read_table
 from attnbench.tasks.word_order import (
     BibleBShiftData,
     BibleShuffleData,
@@ -40,7 +40,7 @@ KNOBS: dict[str, Any] = {"val_fraction": 0.1, "test_fraction": 0.1, "min_words":
 @functools.cache
 def bible() -> dict[str, list[Any]]:
     """The bundled Bible's columns (read once)."""
-    return _read_table(None, "bible", ("ref", "book", "chapter", "verse", "kjv"))
+    return read_table("bible", None, ("ref", "book", "chapter", "verse", "kjv"))
 
 
 @functools.cache

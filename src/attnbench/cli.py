@@ -161,8 +161,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     profile = _profile(args.profile)
     _task_entry(profile, args.task)
     out = Path(args.out) if args.out else data_dir_for(profile, args.task)
-    prepare_data(profile, args.task, out)
-    print(f"prepared {args.task} in {out}")
+    if prepare_data(profile, args.task, out, force=args.force):
+        print(f"prepared {args.task} in {out}")
+    else:
+        print(f"{args.task} is already prepared in {out} with these settings; left as it is")
     return 0
 
 
@@ -246,30 +248,54 @@ def cmd_ablate_heads(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What `attnbench leaderboard` writes when no output is named (--md, --csv, --html, ...).
+_LEADERBOARD_DEFAULTS = {"md": "results/leaderboard.md", "csv": "results/leaderboard.csv"}
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    """Build the outputs that were named (all of them, or else the default Markdown and CSV).
+
+    An empty record set is refused (exit 2, nothing written): a leaderboard of no runs
+    would only overwrite a good one.
+    """
     from attnbench.records import file_lock, iter_record_files
     from attnbench.report import build_report
 
-    files = [Path(f) for f in args.records] if args.records else list(iter_record_files(args.runs))
-    md = Path(args.md)
+    names = ("md", "csv", "html", "manifest", "plots")
+    outputs = {name: getattr(args, name) for name in names}
+    if not any(outputs.values()):
+        outputs |= _LEADERBOARD_DEFAULTS
+    if args.records is not None:
+        files = [Path(f) for f in args.records]
+        if not files:
+            raise ValueError("--records names no record files: nothing to build")
+    else:
+        files = list(iter_record_files(args.runs))
+        if not files:
+            missing = "" if Path(args.runs).is_dir() else " (no such directory)"
+            raise ValueError(f"no run records under {args.runs}{missing}: nothing to build")
+    paths = {name: Path(value) if value else None for name, value in outputs.items()}
     analysis = sorted(Path(args.analysis).rglob("*.json")) if args.analysis else []
     # Two builds writing the same leaderboard wait for each other instead of interleaving.
-    with file_lock(md.with_name(f".{md.name}.lock")):
+    first = next(path for path in paths.values() if path is not None)
+    with file_lock(first.with_name(f".{first.name}.lock")):
         result = build_report(
             files,
-            md,
-            Path(args.csv),
-            out_html=Path(args.html) if args.html else None,
-            plots_dir=Path(args.plots) if args.plots else None,
-            manifest_json=Path(args.manifest) if args.manifest else None,
+            paths["md"],
+            paths["csv"],
+            out_html=paths["html"],
+            plots_dir=paths["plots"],
+            manifest_json=paths["manifest"],
             analysis_files=analysis,
             significance=not args.no_significance,
             bench_dir=Path(args.bench) if args.bench else None,
         )
-    written = [str(p) for p in (args.md, args.csv, args.html, args.manifest) if p]
+    written = [str(outputs[name]) for name in ("md", "csv", "html", "manifest") if outputs[name]]
+    if outputs["plots"]:
+        written.append(f"figures in {outputs['plots']}")
     print(
         f"leaderboard: {result.n_records} record(s), {result.n_skipped} skipped "
-        f"→ {', '.join(written)}" + (f", figures in {args.plots}" if args.plots else "")
+        f"→ {', '.join(written)}"
     )
     return 0
 
@@ -308,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="profile YAML (default: %(default)s)")
     p.add_argument("--task", required=True, help="task name (see `attnbench tasks`)")
     p.add_argument("--out", help="data directory (default: <output_dir>/data/<profile>/<task>)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="prepare anew even when the data there were prepared with these settings",
+    )
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="train one (task, variant, seed) and write its JSON record")
@@ -359,8 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "leaderboard",
-        help="build the leaderboard (Markdown, CSV; optionally HTML, figures, manifest) "
-        "from run records",
+        help="build the leaderboard (Markdown, CSV, HTML, figures, manifest) from run records",
+        description="Writes only the outputs named; with none named, the Markdown and the "
+        "CSV at their default paths.",
     )
     p.add_argument(
         "--runs",
@@ -369,14 +401,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--records", nargs="*", help="explicit record files (instead of --runs)")
     p.add_argument(
-        "--md", default="results/leaderboard.md", help="Markdown output (default: %(default)s)"
+        "--md",
+        help=f"Markdown output (when no output is named: {_LEADERBOARD_DEFAULTS['md']})",
     )
     p.add_argument(
-        "--csv", default="results/leaderboard.csv", help="CSV output (default: %(default)s)"
+        "--csv", help=f"tidy CSV output (when no output is named: {_LEADERBOARD_DEFAULTS['csv']})"
     )
-    p.add_argument("--html", help="also write the self-contained HTML page here")
-    p.add_argument("--plots", help="also draw the figures (PNG + SVG) into this directory")
-    p.add_argument("--manifest", help="also write the reproducibility manifest (JSON) here")
+    p.add_argument("--html", help="write the self-contained HTML page here")
+    p.add_argument("--plots", help="draw the figures (PNG + SVG) into this directory")
+    p.add_argument("--manifest", help="write the reproducibility manifest (JSON) here")
     p.add_argument(
         "--analysis", help="directory of analysis outputs (head ablation) to plot, if any"
     )
@@ -386,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-significance",
         action="store_true",
-        help="skip the paired bootstrap tests against vanilla",
+        help="skip the paired bootstrap tests against the reference variant",
     )
     p.set_defaults(func=cmd_leaderboard)
 

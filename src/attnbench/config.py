@@ -6,6 +6,10 @@ resolves it for one (task, variant): global ``model``/``train`` sections
 overridden by the task's own, the task's data knobs and the variant's options,
 all filled with defaults. That resolved dict goes into the run record, and its
 hash decides whether Snakemake must rerun a job.
+
+The efficiency sweep's ``bench:`` section resolves here too
+(:func:`resolve_bench_config`, :func:`bench_job_config`); its dataclasses and default
+grids are in :mod:`attnbench.config_bench`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import jsonschema
 import yaml
 
 from attnbench.attention import get_variant, variant_names
+from attnbench.config_bench import GRID_DEFAULTS, BenchConfig, GridConfig
 from attnbench.model import ModelConfig
+from attnbench.options import build_options
 from attnbench.tasks.base import get_task, make_data_config, task_names
 from attnbench.train import TrainConfig
 
@@ -102,8 +108,6 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
             f"{source}: reference.variant {ref!r} is not among the profile's variants; "
             "include it, or choose one of: " + ", ".join(selected_variants(profile))
         )
-    from attnbench.bench import bench_task, resolve_bench_config
-
     try:  # the efficiency sweep's settings fail here too, not halfway through a run
         bench_task(profile, resolve_bench_config(profile))
     except ValueError as exc:
@@ -239,3 +243,78 @@ def config_hash(cfg: dict[str, Any]) -> str:
     """Stable short hash of a JSON-able config (key order does not matter)."""
     blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------
+# The efficiency sweep's `bench:` section
+# ---------------------------------------------------------------------------------------
+def resolve_bench_config(
+    profile: dict[str, Any], grid_overrides: dict[str, dict[str, Any]] | None = None
+) -> BenchConfig:
+    """The profile's ``bench`` section with defaults filled; ``ValueError`` on bad values.
+
+    ``grid_overrides`` ({"cpu": {...}, "cuda": {...}}) replace grid keys (command-line use).
+    ``exact_variants`` stays ``None`` unless the profile sets it (see :func:`bench_is_exact`).
+    """
+    values = dict(profile.get("bench") or {})
+    # the relative table divides by the profile's reference variant unless bench sets one
+    values.setdefault("reference", reference_variant(profile))
+    grids = {}
+    for kind, default in GRID_DEFAULTS.items():
+        given = {**(values.pop(kind, None) or {}), **((grid_overrides or {}).get(kind) or {})}
+        merged = {**dataclasses.asdict(default), **given}
+        grids[kind] = _build_bench(GridConfig, merged, f"bench.{kind}")
+    cfg = _build_bench(BenchConfig, values, "bench")
+    cfg.cpu, cfg.cuda = grids["cpu"], grids["cuda"]
+    return cfg
+
+
+def _build_bench(cls: type, values: dict[str, Any], where: str) -> Any:
+    try:
+        return build_options(cls, values, where)
+    except ValueError as exc:
+        message = str(exc)
+        if message.startswith("bench grid"):  # GridConfig's own checks name no grid
+            message = where + message[len("bench grid") :]
+        raise ValueError(message) from None
+
+
+def bench_is_exact(cfg: BenchConfig, variant: str) -> bool:
+    """Whether the sweep's TFLOP/s of ``variant`` is a FLOP rate (else the equivalent rate).
+
+    ``bench.exact_variants``, when the profile sets it, lists the exact variants;
+    otherwise a variant is exact iff its capabilities declare ``exact_softmax``.
+    """
+    if cfg.exact_variants is not None:
+        return variant in cfg.exact_variants
+    return get_variant(variant).capabilities.exact_softmax
+
+
+def bench_task(profile: dict[str, Any], cfg: BenchConfig) -> str:
+    """The task whose model the ``train_step`` mode times (``bench.task``, else the first)."""
+    name = cfg.task or selected_tasks(profile)[0]
+    if name not in profile["tasks"]:
+        raise ValueError(
+            f"bench.task {name!r} is not configured in profile {profile['profile']!r}; "
+            f"its tasks: {', '.join(profile['tasks'])}"
+        )
+    return name
+
+
+def bench_job_config(
+    profile: dict[str, Any], variant: str, cfg: BenchConfig | None = None
+) -> dict[str, Any]:
+    """Everything that determines a variant's bench record (its hash reruns the job)."""
+    cfg = cfg or resolve_bench_config(profile)
+    task = bench_task(profile, cfg)
+    job = job_config(profile, task, variant)
+    return {
+        "profile": profile["profile"],
+        "variant": variant,
+        "variant_options": job["variant_options"],
+        "exact_flops": bench_is_exact(cfg, variant),
+        "bench": dataclasses.asdict(cfg),
+        "train_step": {"task": task, "model": job["model"], "train": job["train"]},
+        "device": profile.get("device", "auto"),
+        "threads": profile.get("threads", 1),
+    }

@@ -49,6 +49,9 @@ except ImportError:  # not POSIX: no advisory locks
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "n/a", "diverged", "failed")
+#: The reference variant of records that do not name one (``reference_variant``): the
+#: variant every other is compared with on the leaderboard.
+DEFAULT_REFERENCE = "vanilla"
 REQUIRED_KEYS = (
     "schema_version",
     "status",

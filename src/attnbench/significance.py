@@ -2,7 +2,8 @@
 
 **Seed-level tests (these set the leaderboard's ▲/▼).** A claim compares a variant
 with the profile's reference variant (``record["reference_variant"]``, default
-``vanilla``) on one task, using the per-seed test values of the primary metric:
+:data:`attnbench.records.DEFAULT_REFERENCE`) on one task, using the per-seed test
+values of the primary metric:
 
 * with ≥ 2 seeds on each side, Welch's t-test (unequal variances, Welch–Satterthwaite
   degrees of freedom);
@@ -52,10 +53,9 @@ from typing import Any
 import numpy as np
 
 from attnbench import metrics as M
+from attnbench.records import DEFAULT_REFERENCE
 
 ALPHA = 0.05
-#: The reference variant of a profile whose records do not name one.
-DEFAULT_REFERENCE = "vanilla"
 N_SAMPLES = 1000
 SEED = 12345  # sacrebleu's default bootstrap seed, used for every test here
 NLL_BLOCK = 128  # tokens per block in the perplexity block bootstrap
@@ -259,7 +259,10 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def reference_variant(records: Sequence[dict[str, Any]]) -> str:
-    """The reference variant named by these records (``reference_variant``; default vanilla).
+    """The reference variant named by these records (``reference_variant``).
+
+    Records that name none count for :data:`attnbench.records.DEFAULT_REFERENCE`, and so
+    does an empty list.
 
     Records of one profile should agree; if they do not, the most frequent name wins
     (ties by name), so the choice is deterministic.

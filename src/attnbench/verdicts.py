@@ -8,7 +8,7 @@ HTML report (:mod:`attnbench.report`) and the tests all use :func:`analyse`.
 metric:
 
 * the reference variant's mean ± seed std (n seeds); the reference is the profile's
-  ``record["reference_variant"]`` (default ``vanilla``);
+  ``record["reference_variant"]`` (default :data:`attnbench.records.DEFAULT_REFERENCE`);
 * the strongest trivial baseline (``record["metrics"]["baselines"]``, best by the
   metric's direction);
 * σ, the seed noise: the reference's seed std when it has ≥ 2 seeds, else the

@@ -15,7 +15,7 @@ fashion_mnist  5,000 Fashion-MNIST images (Xiao et al., 2017), stratified subsam
 ============== ==========================================================================
 
 A task reads one through :func:`bundled_path` (the file, verified) or
-:func:`read_bundled` (a ``datasets.Dataset`` through the same ``load_hf_dataset`` door as
+:func:`read_table` (a ``datasets.Dataset`` through the same ``load_hf_dataset`` door as
 the real benchmarks). Verification hashes each file once per process: a truncated
 checkout, a Git LFS pointer or an edited file fails with a one-line ``ValueError``
 instead of training on something other than what the records claim.
@@ -26,10 +26,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BUNDLED_DIR", "REBUILD_COMMAND", "bundled_path", "provenance", "read_bundled"]
+__all__ = ["BUNDLED_DIR", "REBUILD_COMMAND", "bundled_path", "provenance", "read_table"]
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 REBUILD_COMMAND = "python scripts/build_bundled_data.py --download --source-dir SOURCE_DIR"
@@ -87,8 +88,32 @@ def _verify(path: Path, expected: str) -> None:
         )
 
 
-def read_bundled(name: str) -> Any:
-    """A bundled corpus as a ``datasets.Dataset`` (one split, all rows, in file order)."""
+def read_table(
+    name: str, path: str | Path | None = None, columns: Sequence[str] | None = None
+) -> Any:
+    """A parquet table through :func:`attnbench.data.hf.load_hf_dataset`: the bundled corpus
+    ``name`` (verified, :func:`bundled_path`), or the file at ``path`` in its place.
+
+    Without ``columns``: a ``datasets.Dataset`` (one split, all rows, in file order). With
+    ``columns``: those columns as plain lists (fast to iterate); a missing one is a
+    ``ValueError`` naming the columns the file has. A ``path`` that is no file is a
+    ``FileNotFoundError``.
+    """
     from attnbench.data.hf import load_hf_dataset
 
-    return load_hf_dataset("parquet", data_files=str(bundled_path(name)), split="train")
+    if path is None:
+        source = bundled_path(name)
+    else:
+        source = Path(path)
+        if not source.is_file():
+            raise FileNotFoundError(f"data file not found: {source}")
+    data = load_hf_dataset("parquet", data_files=str(source), split="train")
+    if columns is None:
+        return data
+    missing = [c for c in columns if c not in data.column_names]
+    if missing:
+        raise ValueError(
+            f"{source}: missing column(s) {', '.join(missing)}; "
+            f"it has: {', '.join(data.column_names)}"
+        )
+    return data.select_columns(list(columns)).to_dict()

@@ -78,7 +78,6 @@ __all__ = [
     "evaluate_tree",
     "generate_listops",
     "generate_tree",
-    "majority_baseline",
     "parse_source",
     "read_tsv",
     "release_source",
@@ -639,24 +638,6 @@ def read_tsv(path: str | Path) -> list[ListOpsExample]:
                 )
             examples.append(ListOpsExample(tokens, label))
     return examples
-
-
-# --------------------------------------------------------------------------- baselines
-
-
-def majority_baseline(train: Sequence[ListOpsExample], test: Sequence[ListOpsExample]) -> float:
-    """Accuracy on ``test`` of always predicting the most frequent ``train`` label.
-
-    Ties go to the smallest label (:func:`attnbench.baselines.majority_class`). Raises
-    ValueError if either split is empty.
-    """
-    from attnbench.baselines import majority_class
-
-    if not train:
-        raise ValueError("majority_baseline needs a non-empty train split")
-    if not test:
-        raise ValueError("majority_baseline needs a non-empty test split")
-    return majority_class([e.label for e in train], [e.label for e in test])
 
 
 def root_operator(tokens: Sequence[str]) -> str | None:

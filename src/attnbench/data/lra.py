@@ -71,7 +71,6 @@ __all__ = [
     "PAD_ID",
     "VOCAB_SIZE",
     "PairExample",
-    "bundled_file",
     "columns",
     "decode_bytes",
     "decode_pixels",
@@ -338,15 +337,3 @@ def columns(table: Any, names: Sequence[str], what: str) -> dict[str, list[Any]]
     if isinstance(table, dict):
         return {n: list(table[n]) for n in names}
     return table.select_columns(list(names)).to_dict()
-
-
-def bundled_file(name: str, override: str | None) -> Path:
-    """The bundled corpus ``name`` (checked by :mod:`attnbench.data.bundled`) or ``override``."""
-    if override is not None:
-        path = Path(override)
-        if not path.is_file():
-            raise FileNotFoundError(f"data file not found: {path}")
-        return path
-    from attnbench.data.bundled import bundled_path  # the shipped corpora, sha256-checked
-
-    return bundled_path(name)

@@ -70,6 +70,7 @@ from torch import Tensor, nn
 
 from attnbench import baselines as bl
 from attnbench.attention import Requirements, VariantSpec
+from attnbench.data.bundled import read_table
 from attnbench.data.hf import DataSourceError, load_hf_dataset
 from attnbench.model import LanguageModel, ModelConfig, cross_entropy
 from attnbench.records import atomic_write_bytes, atomic_write_text
@@ -476,13 +477,7 @@ class LanguageModelling(Task):
         c = self.cfg
         caps = {split: c.cap(split) for split in SPLITS}
         if c.source == "novels":
-            if c.path is not None:
-                path = Path(c.path)
-            else:
-                from attnbench.data.bundled import bundled_path
-
-                path = bundled_path("novels")
-            table = load_hf_dataset("parquet", data_files=str(path), split="train")
+            table = read_table("novels", c.path)
             return novel_rows(table.to_dict(), caps)
         dataset = load_hf_dataset(c.hf_path, c.hf_name, data_files=c.data_files)
         return wikitext_rows(dataset, caps)

@@ -37,6 +37,7 @@ import numpy as np
 from attnbench import baselines as bl
 from attnbench.attention import Requirements
 from attnbench.data import lra
+from attnbench.data.bundled import read_table
 from attnbench.data.hf import load_hf_dataset
 from attnbench.tasks.base import (
     DatasetInfo,
@@ -131,11 +132,7 @@ class LRAImage(SequenceClassificationTask):
             train_images, train_labels = _hf_images(c.hf_path, c.hf_name, "train")
             test_images, test_labels = _hf_images(c.hf_path, c.hf_name, "test")
         else:
-            table = load_hf_dataset(
-                "parquet",
-                data_files=str(lra.bundled_file("fashion_mnist.parquet", c.path)),
-                split="train",
-            )
+            table = read_table("fashion_mnist", c.path)
             train_images, train_labels = _fashion_images(table, "train")
             test_images, test_labels = _fashion_images(table, "test")
         cut = len(train_labels) - round(VAL_FRACTION * len(train_labels))

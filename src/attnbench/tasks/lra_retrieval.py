@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from attnbench import baselines as bl
 from attnbench.attention import Requirements, VariantSpec
 from attnbench.data import lra
-from attnbench.data.hf import load_hf_dataset
+from attnbench.data.bundled import read_table
 from attnbench.model import ModelConfig, PairClassifier
 from attnbench.tasks.base import (
     Batch,
@@ -148,9 +148,7 @@ class LRARetrieval(Task):
             assert c.path is not None  # checked by RetrievalData
             files = {s: Path(c.path) / f for s, f in lra.AAN_SPLIT_FILES.items()}
         else:
-            table = load_hf_dataset(
-                "parquet", data_files=str(lra.bundled_file("bible.parquet", c.path)), split="train"
-            )
+            table = read_table("bible", c.path)
             pairs = bible_chapter_pairs(table, c.n_train, c.n_val, c.n_test, c.seed)
             files = {s: out_dir / f for s, f in BIBLE_SPLIT_FILES.items()}
             for split, file in files.items():

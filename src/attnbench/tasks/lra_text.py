@@ -41,6 +41,7 @@ from torch import nn
 
 from attnbench.attention import VariantSpec
 from attnbench.data import lra
+from attnbench.data.bundled import read_table
 from attnbench.data.hf import load_hf_dataset
 from attnbench.model import ModelConfig, SequenceClassifier
 from attnbench.tasks.base import (
@@ -186,9 +187,7 @@ class LRAText(SequenceClassificationTask):
 
     def _novel_splits(self) -> tuple[dict[str, tuple[list[bytes], list[int]]], list[str]]:
         c = self.cfg
-        table = load_hf_dataset(
-            "parquet", data_files=str(lra.bundled_file("novels.parquet", c.path)), split="train"
-        )
+        table = read_table("novels", c.path)
         chunks = novel_chunks(table, c.max_length, c.label)
         names = sorted(chunks)
         per_class = min(len(v) for v in chunks.values())

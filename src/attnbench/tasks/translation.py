@@ -95,6 +95,7 @@ from torch import Tensor, nn
 from attnbench import baselines as bl
 from attnbench import decoding, text
 from attnbench.attention import Requirements, VariantSpec, get_variant
+from attnbench.data.bundled import read_table
 from attnbench.model import EncoderDecoder, ModelConfig
 from attnbench.records import atomic_write_text
 from attnbench.tasks.base import (
@@ -409,13 +410,7 @@ class Translation(Task):
 
         c = self.cfg
         if c.source == "bundled":
-            if c.bible_file is not None:
-                bible = Path(c.bible_file)
-            else:
-                from attnbench.data.bundled import bundled_path
-
-                bible = bundled_path("bible")
-            table = load_hf_dataset("parquet", data_files=str(bible), split="train")
+            table = read_table("bible", c.bible_file)
             files = bible_to_translation_rows(table, out_dir / "bible-rows")
             dataset = load_hf_dataset("json", data_files=files)
         else:

@@ -19,7 +19,7 @@ breaks one, so a small model trained briefly can learn it while BShift stays at 
 The sentences are King James verses of the bundled Bible (:mod:`attnbench.data.bundled`)
 of ``min_words``–``max_words`` whitespace-separated words. Chapters are split between
 train, validation and test by a fixed hash of ``book.chapter``
-(:func:`attnbench.tasks.glue.chapter_split`), and a verse text that occurs more than
+(:func:`attnbench.tasks.glue_standins.chapter_split`), and a verse text that occurs more than
 once in the Bible (refrains such as "And the LORD spake unto Moses, saying,") is kept
 only at its first occurrence, so no test sentence is seen in training.
 
@@ -48,16 +48,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from attnbench.data.bundled import read_table
 from attnbench.metrics import compute_metrics
 from attnbench.tasks.base import DatasetInfo, register_task
-from attnbench.tasks.glue import (  # private helpers of glue.py, shared by its stand-ins
-    _check_cap,
-    _check_split_fractions,
-    _check_text_knobs,
-    _read_table,
-    _StandIn,
-    chapter_split,
-)
+from attnbench.tasks.glue import check_cap, check_split_fractions, check_text_knobs
+from attnbench.tasks.glue_standins import StandInTask, chapter_split
 
 __all__ = [
     "PERTURBATIONS",
@@ -103,8 +98,8 @@ class BibleBShiftData:
 
     def __post_init__(self) -> None:
         where = f"tasks.{self.task}.data"
-        _check_split_fractions(where, self.val_fraction, self.test_fraction)
-        _check_cap(where, "min_words", self.min_words, minimum=3)
+        check_split_fractions(where, self.val_fraction, self.test_fraction)
+        check_cap(where, "min_words", self.min_words, minimum=3)
         if self.max_words < self.min_words:
             raise ValueError(
                 f"{where}.max_words ({self.max_words}) must be at least "
@@ -115,10 +110,10 @@ class BibleBShiftData:
                 f"{where}.perturbation must be one of {', '.join(PERTURBATIONS)}, "
                 f"got {self.perturbation!r}"
             )
-        _check_cap(where, "n_swaps", self.n_swaps, minimum=1)
+        check_cap(where, "n_swaps", self.n_swaps, minimum=1)
         for name in ("n_train", "n_val", "n_test"):
-            _check_cap(where, name, getattr(self, name), minimum=2)
-        _check_text_knobs(where, self.vocab_size, self.max_length, self.min_frequency)
+            check_cap(where, name, getattr(self, name), minimum=2)
+        check_text_knobs(where, self.vocab_size, self.max_length, self.min_frequency)
 
 
 @dataclass
@@ -320,7 +315,7 @@ _DESCRIBE = {
 
 
 @register_task
-class BibleBShift(_StandIn):
+class BibleBShift(StandInTask):
     """Offline stand-in for CoLA: is a Bible verse in its original word order (accuracy)?
 
     SentEval's bigram-shift probing task (Conneau et al. 2018, BShift) on King James
@@ -358,7 +353,7 @@ class BibleBShift(_StandIn):
 
     def stand_in_rows(self) -> dict[str, list[dict[str, Any]]]:
         c = self.cfg
-        table = _read_table(c.path, "bible", ("ref", "book", "chapter", "verse", "kjv"))
+        table = read_table("bible", c.path, ("ref", "book", "chapter", "verse", "kjv"))
         return bshift_rows(
             table,
             seed=c.seed,

@@ -1,6 +1,6 @@
 """Plots of the efficiency sweep: time and memory versus length, log–log, one line per variant.
 
-Called by :func:`attnbench.bench.build_summary` with rows read from bench records.
+Called by :func:`attnbench.bench.summary.build_summary` with rows read from bench records.
 On log–log axes a power law is a straight line whose slope is its exponent, so
 quadratic attention and its linear-time rivals separate at a glance (the same
 view as Long Range Arena's Figure 3 and the FlashAttention benchmarks). Points
