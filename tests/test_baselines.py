@@ -20,6 +20,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from attnbench import baselines as bl
 from attnbench.data import listops as lo
+from attnbench.ngram import kneser_ney_nll
 from attnbench.tasks.base import get_task, make_data_config, task_names
 
 
@@ -177,7 +178,7 @@ def test_kneser_ney_bigram_perplexity_by_hand() -> None:
     #   P(b|c) = 0       + (2/3)·1·11/72     = 11/108
     #   P(b|b) = 0       + (2/3)·(2/3)·11/72 = 11/162
     probs = [Fraction(71, 108), Fraction(41, 216), Fraction(11, 108), Fraction(11, 162)]
-    nll = bl.kneser_ney_nll(train, test, 2, 4)
+    nll = kneser_ney_nll(train, test, 2, 4)
     np.testing.assert_allclose(nll, [-math.log(p) for p in probs], rtol=1e-12)
     perplexity = math.prod(float(1 / p) for p in probs) ** (1 / 4)
     assert math.exp(nll.mean()) == pytest.approx(perplexity, rel=1e-12)  # ≈ 7.00
@@ -218,11 +219,11 @@ def test_kneser_ney_matches_a_direct_implementation_and_normalises(order: int) -
     v = 6
     train = [0] + [rng.choice([1, 1, 2, 3, 3, 3, 4]) for _ in range(300)]
     test = [0] + [rng.choice([1, 2, 3, 4, 5]) for _ in range(60)]  # 5: never in training
-    ours = bl.kneser_ney_nll(train, test, order, v)
+    ours = kneser_ney_nll(train, test, order, v)
     np.testing.assert_allclose(ours, _reference_kneser_ney(train, test, order, v), rtol=1e-10)
     for history in ([0], [3, 3], [1, 5, 2]):  # seen, and unseen histories
         total = sum(
-            math.exp(-bl.kneser_ney_nll(train, [0, *history, w], order, v)[-1]) for w in range(v)
+            math.exp(-kneser_ney_nll(train, [0, *history, w], order, v)[-1]) for w in range(v)
         )
         assert total == pytest.approx(1.0, abs=1e-12)
 
@@ -419,7 +420,7 @@ def test_task_baselines_are_finite_and_in_the_metric_units(name: str, tmp_path: 
         bleu = sacrebleu.corpus_bleu([p.source for p in test], [[p.reference for p in test]])
         assert baselines["copy_source"] == pytest.approx(bleu.score)
     if name == "lm":  # the n-grams are scored on exactly the tokens the model is
-        nll = bl.kneser_ney_nll(task.splits["train"], task.splits["test"], 3, task.vocab_size())
+        nll = kneser_ney_nll(task.splits["train"], task.splits["test"], 3, task.vocab_size())
         assert len(nll) == task.split_size("test")
         assert baselines["kn_trigram"] == pytest.approx(math.exp(nll.mean()))
         assert baselines["kn_trigram"] < baselines["kn_bigram"] < baselines["unigram"]

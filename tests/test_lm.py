@@ -22,7 +22,7 @@ from attnbench.model import ModelConfig, ModelOutput
 from attnbench.runner import prepare_data, run_job
 from attnbench.tasks import lm
 from attnbench.tasks.base import TaskSetup, make_data_config
-from attnbench.text import BOS, SPECIALS, UNK
+from attnbench.text import BOS, SPECIALS, UNK, BPETokenizer, CharTokenizer
 
 WORDS = [
     "the",
@@ -441,7 +441,7 @@ def test_bundled_novels_give_every_book_to_every_split() -> None:
 
 def test_char_tokenizer_round_trips_and_maps_unseen_characters_to_unk() -> None:
     text = "Ahab — «whale» ✓ naïve 🐳\n\tend"
-    tok = lm.CharTokenizer.train([text])
+    tok = CharTokenizer.train([text])
     ids = tok.encode(text)
     assert len(ids) == len(text) and ids.min() >= len(SPECIALS)
     assert tok.decode(ids) == text
@@ -454,7 +454,7 @@ def test_bpe_tokenizer_is_saved_and_decodes_the_split(tmp_path: Path, novels: Pa
     task.prepare(tmp_path)
     task.load(tmp_path)
     tok = lm.load_tokenizer(tmp_path)
-    assert isinstance(tok, lm.BPETokenizer) and tok.vocab_size <= 300
+    assert isinstance(tok, BPETokenizer) and tok.vocab_size <= 300
     rows = task.read_rows()
     assert tok.decode(task.splits["test"][1:]) == "".join(rows["test"])
     assert task.split_size("test") < len("".join(rows["test"]))  # subwords: fewer tokens

@@ -20,10 +20,10 @@ import pytest
 import sacrebleu
 import torch
 
-from attnbench import ablation, records
+from attnbench import ablation, metrics, records
 from attnbench.attention import check_support, get_variant, variant_names
 from attnbench.config import validate_profile
-from attnbench.data import hf
+from attnbench.data import hf, parallel
 from attnbench.job import task_setup
 from attnbench.model import ModelConfig
 from attnbench.runner import prepare_data, run_job
@@ -210,7 +210,7 @@ def test_bad_data_config_is_a_one_line_error(kw: dict, message: str) -> None:
 def test_bible_is_split_by_chapter(tmp_path: Path) -> None:
     bible = write_bible(tmp_path / "bible.parquet")
     table = hf.load_hf_dataset("parquet", data_files=str(bible), split="train")
-    files = tr.bible_to_translation_rows(table, tmp_path / "rows")
+    files = parallel.bible_to_translation_rows(table, tmp_path / "rows")
     chapter_split: dict[str, str] = {}
     n_rows = 0
     for hf_split, file in files.items():
@@ -224,20 +224,23 @@ def test_bible_is_split_by_chapter(tmp_path: Path) -> None:
     assert set(chapter_split.values()) == {"train", "validation", "test"}
     # Over many chapters the hash buckets give ≈ 5 % / 5 % / 90 %.
     keys = [(f"B{b}", c) for b in range(66) for c in range(1, 31)]
-    share = {s: sum(tr.bible_chapter_split(*k) == s for k in keys) / len(keys) for s in tr.SPLITS}
+    share = {
+        s: sum(parallel.bible_chapter_split(*k) == s for k in keys) / len(keys)
+        for s in parallel.SPLITS
+    }
     assert abs(share["test"] - 0.05) < 0.015 and abs(share["val"] - 0.05) < 0.015
     digest = hashlib.sha256(b"Gen.1").digest()  # the documented rule, recomputed
     bucket = int.from_bytes(digest[:4], "big") % 1000
     expected = "test" if bucket < 50 else "val" if bucket < 100 else "train"
-    assert tr.bible_chapter_split("Gen", 1) == expected
+    assert parallel.bible_chapter_split("Gen", 1) == expected
 
 
 def test_caps_take_a_stable_sample_in_corpus_order() -> None:
-    a = tr.stable_sample(1000, 50, "test")
-    assert a == tr.stable_sample(1000, 50, "test") and a == sorted(a) and len(set(a)) == 50
-    assert a != tr.stable_sample(1000, 50, "val")
+    a = parallel.stable_sample(1000, 50, "test")
+    assert a == parallel.stable_sample(1000, 50, "test") and a == sorted(a) and len(set(a)) == 50
+    assert a != parallel.stable_sample(1000, 50, "val")
     assert max(a) > 500  # spread over the split, not its first rows
-    assert tr.stable_sample(10, None, "x") == list(range(10))
+    assert parallel.stable_sample(10, None, "x") == list(range(10))
 
 
 # ---------------------------------------------------------------------------------------
@@ -257,7 +260,7 @@ def _noisy_corpus(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
 
 def test_scores_and_signatures_are_sacrebleus() -> None:
     hyps, refs = _noisy_corpus(60)
-    scores = tr.score_translations(hyps, refs, bootstrap=0)
+    scores = metrics.score_translations(hyps, refs, bootstrap=0)
     assert scores["bleu"] == sacrebleu.corpus_bleu(hyps, [refs]).score
     assert scores["chrf"] == sacrebleu.corpus_chrf(hyps, [refs]).score
     assert scores["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|")
@@ -272,7 +275,7 @@ def test_bootstrap_interval_matches_sacrebleus_own_resampling(
     hyps, refs = _noisy_corpus(80)
     for metric_cls in (sacrebleu.BLEU, sacrebleu.CHRF):
         reference = metric_cls().corpus_score(hyps, [refs], n_bootstrap=300)
-        low, high = tr.bootstrap_interval(metric_cls(), hyps, refs, 300, 12345)
+        low, high = metrics.bootstrap_interval(metric_cls(), hyps, refs, 300, 12345)
         # sacrebleu reports the same order statistics as mean ± half-width
         assert (high - low) / 2 == pytest.approx(reference._ci, abs=1e-9)
 
@@ -281,7 +284,7 @@ def test_bootstrap_interval_contains_the_score_and_narrows_with_more_sentences()
     widths = []
     for n in (40, 640):
         hyps, refs = _noisy_corpus(n, seed=n)
-        scores = tr.score_translations(hyps, refs, bootstrap=300, seed=7)
+        scores = metrics.score_translations(hyps, refs, bootstrap=300, seed=7)
         for key in ("bleu", "chrf"):
             assert scores[f"{key}_ci_low"] <= scores[key] <= scores[f"{key}_ci_high"]
         widths.append(scores["bleu_ci_high"] - scores["bleu_ci_low"])
@@ -440,8 +443,8 @@ def test_job_writes_scores_that_sacrebleu_recomputes_from_the_saved_files(
     # The saved checkpoint reproduces the test score (what head ablation checks), and a
     # head mask of ones changes nothing.
     _, task, model = ablation.load_trained(record_file, data_dir)
-    metrics = task.evaluate(model, "test", 16, torch.device("cpu")).metrics
-    assert metrics["bleu"] == test["bleu"]
+    scores = task.evaluate(model, "test", 16, torch.device("cpu")).metrics
+    assert scores["bleu"] == test["bleu"]
     ones = torch.ones(1, 2)
     masked = task.evaluate(model, "test", 16, torch.device("cpu"), head_mask=ones).metrics
     assert masked["bleu"] == test["bleu"]

@@ -183,3 +183,44 @@ def task_metrics(task: str, predictions: Values, targets: Values) -> dict[str, f
     if task not in TASK_METRICS:
         raise ValueError(f"no metrics defined for task {task!r}; valid: {', '.join(TASK_METRICS)}")
     return compute_metrics(TASK_METRICS[task], predictions, targets)
+
+
+# ---------------------------------------------------------------------------------------
+# Translation: sacrebleu corpus scores with bootstrap intervals
+# ---------------------------------------------------------------------------------------
+def bootstrap_interval(
+    metric: Any, hypotheses: Sequence[str], references: Sequence[str], n: int, seed: int
+) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of a sacrebleu corpus metric.
+
+    Resamples sentences with replacement (``default_rng(seed).choice``, as sacrebleu) and
+    scores each resample from the sum of sacrebleu's sentence-level sufficient statistics,
+    so every resample's score is exactly sacrebleu's corpus score of that resample.
+    """
+    stats = np.asarray(metric._extract_corpus_statistics(list(hypotheses), [list(references)]))
+    stats = stats.astype("float32")  # integer counts: exact; sacrebleu's own dtype
+    rng = np.random.default_rng(seed)
+    draws = rng.choice(len(stats), size=(n, len(stats)), replace=True)
+    scores = sorted(metric._compute_score_from_stats(stats[d].sum(0)).score for d in draws)
+    cut = n // 40  # 2.5 % in each tail, sacrebleu's convention
+    return float(scores[cut]), float(scores[n - cut - 1])
+
+
+def score_translations(
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    *,
+    bootstrap: int = 1000,
+    seed: int = 12345,
+) -> dict[str, Any]:
+    """sacrebleu corpus BLEU and chrF on detokenized text, signatures and bootstrap CIs."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    out: dict[str, Any] = {}
+    for key, metric in (("bleu", BLEU()), ("chrf", CHRF())):
+        out[key] = float(metric.corpus_score(list(hypotheses), [list(references)]).score)
+        out[f"{key}_signature"] = str(metric.get_signature())
+        if bootstrap > 0 and hypotheses:
+            low, high = bootstrap_interval(metric, hypotheses, references, bootstrap, seed)
+            out[f"{key}_ci_low"], out[f"{key}_ci_high"] = low, high
+    return out

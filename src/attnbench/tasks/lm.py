@@ -68,11 +68,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import baselines as bl
 from attnbench.attention import Requirements, VariantSpec
 from attnbench.data.bundled import read_table
 from attnbench.data.hf import DataSourceError, load_hf_dataset
 from attnbench.model import LanguageModel, ModelConfig, cross_entropy
+from attnbench.ngram import kneser_ney_nll
 from attnbench.records import atomic_write_bytes, atomic_write_text
 from attnbench.tasks.base import (
     Batch,
@@ -85,7 +85,17 @@ from attnbench.tasks.base import (
     register_task,
     with_aux,
 )
-from attnbench.text import BOS, PAD, SPECIALS, UNK, SubwordTokenizer
+from attnbench.text import (
+    BOS,
+    PAD,
+    SPECIALS,
+    UNK,
+    BPETokenizer,
+    ByteTokenizer,
+    CharTokenizer,
+    SubwordTokenizer,
+    Tokenizer,
+)
 
 SOURCES = ("wikitext", "novels")
 TOKENIZERS = ("char", "byte", "bpe")
@@ -153,91 +163,8 @@ class LMData:
 
 
 # ---------------------------------------------------------------------------------------
-# Tokenizers: char and byte here, bpe from attnbench.text; specials first in every one
+# Tokenizers: char, byte or bpe (attnbench.text); specials first in every one
 # ---------------------------------------------------------------------------------------
-class CharTokenizer:
-    """One id per Unicode character seen in the training split; others → ``[UNK]``."""
-
-    kind = "char"
-
-    def __init__(self, symbols: Sequence[str]) -> None:
-        self.symbols = list(symbols)  # id − len(SPECIALS) → character, sorted by code point
-        self._codes = np.array([ord(c) for c in self.symbols], dtype=np.int64)
-        if np.any(np.diff(self._codes) <= 0):
-            raise ValueError("char vocabulary must be distinct characters sorted by code point")
-
-    @classmethod
-    def train(cls, texts: Sequence[str]) -> CharTokenizer:
-        return cls(sorted(set().union(*map(set, texts))) if texts else [])
-
-    @property
-    def vocab_size(self) -> int:
-        return len(SPECIALS) + len(self.symbols)
-
-    def encode(self, text: str) -> np.ndarray:
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-        if not len(self._codes):
-            return np.full(len(codes), UNK, dtype=np.int64)
-        where = np.searchsorted(self._codes, codes).clip(max=len(self._codes) - 1)
-        known = self._codes[where] == codes
-        return np.where(known, where + len(SPECIALS), UNK)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        out = []
-        for i in ids:
-            i = int(i)
-            if i >= len(SPECIALS):
-                out.append(self.symbols[i - len(SPECIALS)])
-            elif i == UNK:
-                out.append("\ufffd")
-        return "".join(out)
-
-    def save(self, path: Path) -> None:
-        atomic_write_text(path, json.dumps({"kind": "char", "symbols": self.symbols}) + "\n")
-
-
-class ByteTokenizer:
-    """UTF-8 bytes: byte b has id ``len(SPECIALS) + b``; nothing is unknown."""
-
-    kind = "byte"
-    vocab_size = len(SPECIALS) + 256
-
-    def encode(self, text: str) -> np.ndarray:
-        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64) + len(SPECIALS)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        data = bytes(int(i) - len(SPECIALS) for i in ids if int(i) >= len(SPECIALS))
-        return data.decode("utf-8", errors="replace")
-
-
-class BPETokenizer:
-    """:class:`attnbench.text.SubwordTokenizer` behind the same encode/decode as the others."""
-
-    kind = "bpe"
-
-    def __init__(self, tok: SubwordTokenizer) -> None:
-        self.tok = tok
-        self.vocab_size = tok.vocab_size
-
-    def encode_rows(self, rows: Sequence[str], chunk: int = 10_000) -> np.ndarray:
-        # Byte-level BPE pre-splits on whitespace, so row-wise encoding is an exact
-        # tokenization of the joined text (decode of the concatenation gives it back).
-        parts = [
-            np.fromiter((i for ids in self.tok.encode_batch(rows[s : s + chunk]) for i in ids), int)
-            for s in range(0, len(rows), chunk)
-        ]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-    def encode(self, text: str) -> np.ndarray:
-        return np.asarray(self.tok.encode(text), dtype=np.int64)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tok.decode([int(i) for i in ids])
-
-
-Tokenizer = CharTokenizer | ByteTokenizer | BPETokenizer
-
-
 def load_tokenizer(data_dir: Path) -> Tokenizer:
     """The tokenizer a prepared data directory was made with."""
     meta = json.loads((Path(data_dir) / META_FILE).read_text())
@@ -720,7 +647,7 @@ class LanguageModelling(Task):
 
         ``uniform`` (every token 1/V), ``unigram`` (add-one smoothed frequencies) and the
         interpolated Kneser–Ney ``kn_bigram`` and ``kn_trigram``
-        (:func:`attnbench.baselines.kneser_ney_nll`), on exactly the tokens the model is
+        (:func:`attnbench.ngram.kneser_ney_nll`), on exactly the tokens the model is
         scored on: every test token after the split's [BOS], which is context only.
         """
         if len(self.splits.get("test", [])) < 2:
@@ -732,7 +659,7 @@ class LanguageModelling(Task):
         if len(self.splits.get("train", [])) >= 2:
             train, test = self.splits["train"], self.splits["test"]
             for order, name in ((2, "kn_bigram"), (3, "kn_trigram")):
-                nll = bl.kneser_ney_nll(train, test, order, self.vocab_size())
+                nll = kneser_ney_nll(train, test, order, self.vocab_size())
                 result[name] = nll_metrics(nll, 1)["perplexity"]
         return result
 

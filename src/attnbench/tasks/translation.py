@@ -83,7 +83,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,15 @@ from attnbench import baselines as bl
 from attnbench import decoding, text
 from attnbench.attention import Requirements, VariantSpec, get_variant
 from attnbench.data.bundled import read_table
+from attnbench.data.parallel import (
+    BIBLE_COLUMNS,
+    SPLITS,
+    bible_to_translation_rows,
+    normalize_whitespace,
+    read_translation_splits,
+    stable_sample,
+)
+from attnbench.metrics import score_translations
 from attnbench.model import EncoderDecoder, ModelConfig
 from attnbench.records import atomic_write_text
 from attnbench.tasks.base import (
@@ -111,11 +120,6 @@ from attnbench.tasks.base import (
     with_aux,
 )
 
-SPLITS = ("train", "val", "test")
-HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # hub split names
-BIBLE_COLUMNS = {"en": "kjv", "es": "rv1909"}  # bundled bible: language → column
-# Bible chapters whose hash bucket (mod 1000) is below 50 go to test, below 100 to val.
-BIBLE_TEST_BUCKETS, BIBLE_VAL_BUCKETS = 50, 100
 # Text files beside the record: (artifact kind, prediction key, file suffix).
 ARTIFACTS = (
     ("hypotheses", "hypothesis", ".hyp.txt"),
@@ -206,143 +210,6 @@ class Pair:
     def length(self) -> int:
         """Longer side in model positions (the width this pair forces on its batch)."""
         return max(len(self.src_ids), len(self.tgt_ids)) + 1
-
-
-# ---------------------------------------------------------------------------------------
-# Reading parallel text (shared by the hub path and the bundled path)
-# ---------------------------------------------------------------------------------------
-def normalize_whitespace(sentence: str) -> str:
-    """One line: every run of whitespace (newlines included) becomes one space."""
-    return " ".join(sentence.split())
-
-
-def parallel_pairs(rows: Iterable[Any], src_lang: str, tgt_lang: str) -> list[tuple[str, str]]:
-    """(source, target) texts from hub translation rows ``{lang: text}``; empty sides dropped."""
-    pairs = []
-    for row in rows:
-        if not isinstance(row, dict) or src_lang not in row or tgt_lang not in row:
-            found = ", ".join(sorted(row)) if isinstance(row, dict) else type(row).__name__
-            raise ValueError(
-                f"a translation row has languages {found}; need src_lang={src_lang!r} and "
-                f"tgt_lang={tgt_lang!r}"
-            )
-        src = normalize_whitespace(row[src_lang] or "")
-        tgt = normalize_whitespace(row[tgt_lang] or "")
-        if src and tgt:
-            pairs.append((src, tgt))
-    return pairs
-
-
-def read_translation_splits(dataset: Any, src_lang: str, tgt_lang: str) -> dict[str, list]:
-    """Our three splits from a ``datasets.DatasetDict`` in the hub's translation schema."""
-    available = list(dataset.keys())
-    out = {}
-    for split, hf_split in HF_SPLITS.items():
-        if hf_split not in dataset:
-            raise ValueError(
-                f"dataset has no {hf_split!r} split; its splits: {', '.join(available)}"
-            )
-        part = dataset[hf_split]
-        if "translation" not in part.column_names:
-            raise ValueError(
-                f"dataset split {hf_split!r} has no 'translation' column; "
-                f"its columns: {', '.join(part.column_names)}"
-            )
-        rows = part.select_columns(["translation"]).to_dict()["translation"]
-        out[split] = parallel_pairs(rows, src_lang, tgt_lang)
-    return out
-
-
-def bible_chapter_split(book: str, chapter: int) -> str:
-    """train / val / test of a bible chapter, from a stable hash of ``<book>.<chapter>``."""
-    digest = hashlib.sha256(f"{book}.{chapter}".encode()).digest()
-    bucket = int.from_bytes(digest[:4], "big") % 1000
-    if bucket < BIBLE_TEST_BUCKETS:
-        return "test"
-    return "val" if bucket < BIBLE_VAL_BUCKETS else "train"
-
-
-def bible_to_translation_rows(table: Any, out_dir: Path) -> dict[str, str]:
-    """Write the bible's verse pairs as hub translation rows, one JSON Lines file per split.
-
-    ``table``: the bible dataset (columns book, chapter, ref and one per language); rows
-    missing either language are left out. Returns ``data_files`` for ``load_hf_dataset``.
-    """
-    needed = ["book", "chapter", "ref", *BIBLE_COLUMNS.values()]
-    missing = [c for c in needed if c not in table.column_names]
-    if missing:
-        raise ValueError(
-            f"bible table lacks column(s) {', '.join(missing)}; its columns: "
-            f"{', '.join(table.column_names)}"
-        )
-    columns = table.select_columns(needed).to_dict()  # column lists: fast, unlike row access
-    lines: dict[str, list[str]] = {split: [] for split in SPLITS}
-    for i, (book, chapter, ref) in enumerate(
-        zip(columns["book"], columns["chapter"], columns["ref"], strict=True)
-    ):
-        texts = {lang: columns[col][i] for lang, col in BIBLE_COLUMNS.items()}
-        if any(not t or not t.strip() for t in texts.values()):
-            continue
-        row = {"translation": texts, "ref": ref}
-        lines[bible_chapter_split(book, int(chapter))].append(json.dumps(row, ensure_ascii=False))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for split, rows in lines.items():
-        path = out_dir / f"{HF_SPLITS[split]}.jsonl"
-        atomic_write_text(path, "".join(r + "\n" for r in rows))
-        files[HF_SPLITS[split]] = str(path)
-    return files
-
-
-def stable_sample(n: int, cap: int | None, salt: str) -> list[int]:
-    """Indices of a deterministic sample of ``cap`` of ``n`` items, in increasing order."""
-    if cap is None or cap >= n:
-        return list(range(n))
-    key = lambda i: hashlib.sha256(f"{salt}:{i}".encode()).digest()  # noqa: E731
-    return sorted(sorted(range(n), key=key)[:cap])
-
-
-# ---------------------------------------------------------------------------------------
-# Scoring
-# ---------------------------------------------------------------------------------------
-def bootstrap_interval(
-    metric: Any, hypotheses: Sequence[str], references: Sequence[str], n: int, seed: int
-) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of a sacrebleu corpus metric.
-
-    Resamples sentences with replacement (``default_rng(seed).choice``, as sacrebleu) and
-    scores each resample from the sum of sacrebleu's sentence-level sufficient statistics,
-    so every resample's score is exactly sacrebleu's corpus score of that resample.
-    """
-    import numpy as np
-
-    stats = np.asarray(metric._extract_corpus_statistics(list(hypotheses), [list(references)]))
-    stats = stats.astype("float32")  # integer counts: exact; sacrebleu's own dtype
-    rng = np.random.default_rng(seed)
-    draws = rng.choice(len(stats), size=(n, len(stats)), replace=True)
-    scores = sorted(metric._compute_score_from_stats(stats[d].sum(0)).score for d in draws)
-    cut = n // 40  # 2.5 % in each tail, sacrebleu's convention
-    return float(scores[cut]), float(scores[n - cut - 1])
-
-
-def score_translations(
-    hypotheses: Sequence[str],
-    references: Sequence[str],
-    *,
-    bootstrap: int = 1000,
-    seed: int = 12345,
-) -> dict[str, Any]:
-    """sacrebleu corpus BLEU and chrF on detokenized text, signatures and bootstrap CIs."""
-    from sacrebleu.metrics import BLEU, CHRF
-
-    out: dict[str, Any] = {}
-    for key, metric in (("bleu", BLEU()), ("chrf", CHRF())):
-        out[key] = float(metric.corpus_score(list(hypotheses), [list(references)]).score)
-        out[f"{key}_signature"] = str(metric.get_signature())
-        if bootstrap > 0 and hypotheses:
-            low, high = bootstrap_interval(metric, hypotheses, references, bootstrap, seed)
-            out[f"{key}_ci_low"], out[f"{key}_ci_high"] = low, high
-    return out
 
 
 # ---------------------------------------------------------------------------------------
