@@ -62,15 +62,13 @@ from attnbench.bench.records import (
     validate_bench_record,
 )
 from attnbench.config import BenchConfig, GridConfig, bench_job_config, config_hash, job_config
-from attnbench.model import ModelConfig
+from attnbench.job import build_job
 from attnbench.provenance import device_info, git_commit, library_versions, now
 from attnbench.tasks.base import (
     CLS_ID,
     Batch,
     SequenceClassificationTask,
     Task,
-    get_task,
-    make_data_config,
 )
 from attnbench.train import TrainConfig, make_optimizer, make_scheduler, optimizer_step
 
@@ -153,31 +151,18 @@ def synthetic_batch_reason(task: Any) -> str | None:
     return f"task {task.name!r} has no synthetic_batch(batch, length, generator) method"
 
 
-def _task(job: dict[str, Any]) -> Task:
-    """The task of ``job`` (a job config with ``task``), built from its data settings."""
-    task_cls = get_task(job["task"])
-    return task_cls(make_data_config(task_cls, job["data"]))
-
-
-def _task_and_model(
-    job: dict[str, Any], spec: VariantSpec, options: dict[str, Any] | None, length: int
-) -> tuple[Task, nn.Module]:
-    """The task of ``job`` and its model with ``spec``'s attention, for sequences of ``length``."""
-    task = _task(job)
+def _task_and_model(job: dict[str, Any], length: int) -> tuple[Task, nn.Module]:
+    """The task of job config ``job`` (no data: batches are synthetic) and its model, built
+    by :func:`attnbench.job.build_job` as a training run builds them, for ``length`` tokens."""
+    built = build_job(job, None, model_overrides={"max_len": length})
     torch.manual_seed(0)
-    model_cfg = ModelConfig(**{**job["model"], "max_len": length})
-    return task, task.build_model(model_cfg, spec, options)
+    return built.task, built.build_model()
 
 
-def train_step(
-    spec: VariantSpec,
-    options: dict[str, Any] | None,
-    s: Setting,
-    device: torch.device,
-    job: dict[str, Any],
-) -> Callable[[], None]:
-    """One optimiser step of the task model (as :func:`attnbench.train.train` does it)."""
-    task, model = _task_and_model(job, spec, options, s.length)
+def train_step(s: Setting, device: torch.device, job: dict[str, Any]) -> Callable[[], None]:
+    """One optimiser step of the task model (as :func:`attnbench.train.train` does it);
+    ``job``: the job config of the task and variant."""
+    task, model = _task_and_model(job, s.length)
     model = model.to(device).train()
     train_cfg = TrainConfig(**job["train"])
     optimizer = make_optimizer(model, train_cfg)
@@ -335,7 +320,7 @@ class _VariantRun:
 
     def make_step(self, s: Setting) -> Callable[[], None]:
         if s.mode == "train_step":
-            return train_step(self.spec, self.options, s, self.device, self.task_job)
+            return train_step(s, self.device, self.task_job)
         return layer_step(self.spec, self.options, s, self.device)
 
     def emit(self, point: dict[str, Any]) -> dict[str, Any]:
@@ -361,7 +346,7 @@ def run_variant(
     options = job["variant_options"]
     ts = job["train_step"]
     task_job = {**job_config(profile, ts["task"], variant), "task": ts["task"]}
-    task = _task(task_job)
+    task = build_job(task_job, None).task
     task_req = task.requirements()
     record: dict[str, Any] = {
         "kind": RECORD_KIND,
