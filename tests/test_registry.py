@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from attnbench.attention import (
     register_variant,
     variant_names,
 )
-from attnbench.registry import Registry, RegistryError, UnknownNameError
+from attnbench.registry import ModuleImportError, Registry, RegistryError, UnknownNameError
 
 
 def fresh_registry() -> Registry[str]:
@@ -238,11 +239,17 @@ class Copy(Vanilla):
 '''
 
 
-def start_listing(extra_env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("ATTNBENCH_VARIANT_PATH", "PYTHONPATH")}
+def start_listing(
+    extra_env: dict[str, str], cwd: Path, command: str = "variants"
+) -> subprocess.Popen[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ATTNBENCH_VARIANT_PATH", "ATTNBENCH_TASK_PATH", "PYTHONPATH")
+    }
     env.update(extra_env)
     return subprocess.Popen(
-        [sys.executable, "-m", "attnbench.cli", "variants", "--json"],
+        [sys.executable, "-m", "attnbench.cli", command, "--json"],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -262,17 +269,23 @@ class Listing:
         return {row["name"]: row for row in json.loads(self.stdout)}
 
 
+# Modules that do not import, each in a directory of its own: (file, source, command).
+BROKEN = {
+    "broken": ("broken.py", "raise RuntimeError('broken plugin')\n", "variants"),
+    "broken_syntax": ("syntax.py", "import os\n\ndef f(:\n    pass\n", "variants"),
+    "broken_task": ("badtask.py", "import os\nimport attnbench_no_such_module\n", "tasks"),
+}
+
+
 @pytest.fixture(scope="module")
 def listings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Listing]:
-    """``attnbench variants --json`` run four ways, concurrently (each imports torch)."""
+    """``attnbench variants --json`` (``tasks --json``) run several ways, concurrently
+    (each imports torch)."""
     plugin_dir = tmp_path_factory.mktemp("variant_path")
     (plugin_dir / "tmpvariant.py").write_text(TMP_VARIANT.format(name="tmpvariant"))
     (plugin_dir / "_private.py").write_text(
         "raise RuntimeError('files starting with _ are skipped')\n"
     )
-
-    broken_dir = tmp_path_factory.mktemp("broken")
-    (broken_dir / "broken.py").write_text("raise RuntimeError('broken plugin')\n")
 
     ep_dir = tmp_path_factory.mktemp("entry_point")
     (ep_dir / "tmp_plugin.py").write_text(TMP_VARIANT.format(name="epvariant"))
@@ -286,8 +299,12 @@ def listings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Listing]:
         "plain": start_listing({}, cwd),
         "path": start_listing({"ATTNBENCH_VARIANT_PATH": str(plugin_dir)}, cwd),
         "entry_point": start_listing({"PYTHONPATH": str(ep_dir)}, cwd),
-        "broken": start_listing({"ATTNBENCH_VARIANT_PATH": str(broken_dir)}, cwd),
     }
+    for case, (name, source, command) in BROKEN.items():
+        broken_dir = tmp_path_factory.mktemp(case)
+        (broken_dir / name).write_text(source)
+        variable = "ATTNBENCH_TASK_PATH" if command == "tasks" else "ATTNBENCH_VARIANT_PATH"
+        procs[case] = start_listing({variable: str(broken_dir)}, cwd, command)
     out = {}
     for case, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=120)
@@ -317,11 +334,76 @@ def test_discovery_through_entry_point(listings: dict[str, Listing]) -> None:
     assert "tmpvariant" not in rows
 
 
-def test_broken_plugin_file_fails_loudly(listings: dict[str, Listing]) -> None:
-    """A plugin that does not import is an error, not a silently missing variant."""
-    assert listings["broken"].returncode != 0
-    assert "broken plugin" in listings["broken"].stderr
-    assert listings["broken"].stdout == ""
+@pytest.mark.parametrize(
+    ("case", "kind", "cause"),
+    [
+        ("broken", "variant", r"RuntimeError line 1: broken plugin"),
+        ("broken_syntax", "variant", r"SyntaxError line 3: \S.*"),
+        (
+            "broken_task",
+            "task",
+            r"ModuleNotFoundError line 2: No module named "
+            r"'attnbench_no_such_module'",
+        ),
+    ],
+)
+def test_module_that_does_not_import_is_a_one_line_error(
+    listings: dict[str, Listing], case: str, kind: str, cause: str
+) -> None:
+    """A plugin that does not import is an error, not a silently missing variant or task:
+    exit 2 and one line naming the file and the cause, no traceback."""
+    listing = listings[case]
+    assert listing.returncode == 2, listing.stderr
+    assert listing.stdout == ""
+    assert "Traceback" not in listing.stderr
+    lines = listing.stderr.splitlines()
+    assert len(lines) == 1, listing.stderr
+    prefix = f"attnbench: error: cannot import {kind} module "
+    assert lines[0].startswith(prefix), lines[0]
+    path, _, rest = lines[0].removeprefix(prefix).partition(".py: ")
+    assert Path(path + ".py").is_absolute() and Path(path + ".py").name == BROKEN[case][0]
+    assert Path(path + ".py").is_file()
+    assert re.fullmatch(cause, rest), rest
+
+
+def test_import_error_names_the_file_line_and_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "bad.py"
+    file.write_text("x = 1\n\nraise RuntimeError('first line\\nsecond line')\n")
+    monkeypatch.setenv("ATTNBENCH_TEST_NONE", str(tmp_path))
+    reg = fresh_registry()
+    for _ in range(2):  # discovery is tried again on the next lookup, and fails alike
+        with pytest.raises(ModuleImportError) as info:
+            reg.names()
+        assert str(info.value) == (
+            f"cannot import widget module {file.resolve()}: RuntimeError line 3: first line"
+        )
+        assert isinstance(info.value, RegistryError) and isinstance(info.value, ValueError)
+        assert isinstance(info.value.__cause__, RuntimeError)
+        assert "_attnbench_plugin_widget_bad" not in sys.modules
+
+    file.write_text("x = 1\n")  # fixed: discovery goes through
+    assert reg.names() == []
+
+
+def test_syntax_error_in_a_module_it_imports_names_both_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    helper = tmp_path / "helpers" / "widget_helper_with_syntax_error.py"
+    helper.parent.mkdir()
+    helper.write_text("ok = 1\ndef f(:\n")
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "uses_helper.py").write_text("import widget_helper_with_syntax_error\n")
+    monkeypatch.syspath_prepend(str(helper.parent))
+    monkeypatch.setenv("ATTNBENCH_TEST_NONE", str(tmp_path / "plugins"))
+    with pytest.raises(ModuleImportError) as info:
+        fresh_registry().names()
+    assert re.fullmatch(
+        rf"cannot import widget module {re.escape(str(tmp_path.resolve()))}/plugins/"
+        rf"uses_helper.py: SyntaxError in \S*widget_helper_with_syntax_error.py line 2: \S.*",
+        str(info.value),
+    ), str(info.value)
 
 
 # ---------------------------------------------------------------------------------------

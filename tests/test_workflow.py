@@ -66,7 +66,9 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [*SNAKEMAKE, "--cores", "2", *args],
         cwd=workdir,
@@ -80,7 +82,8 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.
         },
         timeout=3600,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
@@ -184,13 +187,115 @@ def test_default_profile_dry_run_schedules_every_pair(workdir: Path) -> None:
     n_runs = sum(len(run_seeds(profile, v)) for v in variants)
     assert n_runs > len(variants) * len(profile["seeds"])  # the reference has more seeds
     if profile["group_tasks"]:  # one job per (variant, seed) trains all of its tasks
-        assert counts["train_group"] == n_runs
-        assert counts["bench_group"] == 1  # and one job measures every variant
+        assert counts["train"] == n_runs
+        assert counts["bench"] == 1  # and one job measures every variant
     else:
         assert counts["train"] == len(selected_tasks(profile)) * n_runs
         assert counts["bench"] == len(variants)
     assert counts["prepare_data"] == len(selected_tasks(profile))
     assert counts["leaderboard"] == 1
+
+
+def two_task_profile(out_dir: Path, group: bool) -> dict:
+    """The workflow profile with two tasks and two variants (for dry runs only)."""
+    profile = workflow_profile(out_dir)
+    profile["variants"] = {"include": ["vanilla", "linear"]}
+    profile["tasks"]["bible-shuffle"] = {
+        "data": {"max_words": 12, "n_train": 48, "n_val": 16, "n_test": 16, "max_length": 16}
+    }
+    profile["group_tasks"] = group
+    return profile
+
+
+def dry_run_jobs(output: str) -> list[dict]:
+    """The jobs of a dry run with -p: the rule, outputs and shell command of each."""
+    found: list[dict] = []
+    for line in output.splitlines():
+        if match := re.match(r"^(?:local)?rule (\w+):$", line):
+            found.append({"rule": match.group(1), "output": [], "shell": None})
+        elif found and (match := re.match(r"^\s+output: (.*)$", line)):
+            found[-1]["output"] = match.group(1).split(", ")
+        elif found and line.startswith("Shell command: "):
+            found[-1]["shell"] = line.removeprefix("Shell command: ")
+    return found
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_both_groupings_run_the_same_rules_and_a_dry_run_writes_nothing(
+    workdir: Path, tmp_path: Path, group: bool
+) -> None:
+    """group_tasks changes how many jobs train and measure, never the rules: one `train`
+    and one `bench` rule either way, with the same records. A dry run writes nothing in
+    the output directory (the resolved profile included)."""
+    out = tmp_path / "out"
+    profile_file = tmp_path / "two.yaml"
+    profile_file.write_text(yaml.safe_dump(two_task_profile(out, group)))
+
+    listed = snakemake(workdir, "--list-rules", "--configfile", str(profile_file))
+    assert set(listed.stdout.split()) == {
+        "all",
+        "prepare_data",
+        "train",
+        "head_ablation",
+        "bench",
+        "bench_summary",
+        "leaderboard",
+    }
+
+    proc = snakemake(workdir, "-n", "-p", "--configfile", str(profile_file))
+    counts = job_counts(proc.stdout)
+    assert {rule: counts.get(rule) for rule in ("train", "bench", "prepare_data")} == (
+        {"train": 2, "bench": 1, "prepare_data": 2}  # per variant; all variants
+        if group
+        else {"train": 4, "bench": 2, "prepare_data": 2}  # per (task, variant); per variant
+    )
+    found = dry_run_jobs(proc.stdout)
+    trains = [job for job in found if job["rule"] == "train"]
+    records = sorted(f for job in trains for f in job["output"])
+    assert records == sorted(
+        f"{out}/runs/tiny/{task}/{variant}/seed0.json"
+        for task in ("bible-shuffle", "listops")
+        for variant in ("linear", "vanilla")
+    )
+    for job in trains:
+        # the same commands as ever: under group_tasks one process trains both tasks,
+        # each record at its default path; else one task, its data and record given
+        tasks = re.search(r" --task (\S+) --variant ", job["shell"]).group(1).split(",")
+        if group:
+            assert sorted(tasks) == ["bible-shuffle", "listops"]
+            assert "--out" not in job["shell"] and "--data" not in job["shell"]
+        else:
+            assert tasks == [job["output"][0].split("/")[-3]]
+            assert f" --out {job['output'][0]} " in job["shell"]
+    benches = [job for job in found if job["rule"] == "bench"]
+    assert sorted(f for job in benches for f in job["output"]) == [
+        f"{out}/bench/tiny/records/{variant}.json" for variant in ("linear", "vanilla")
+    ]
+    assert not out.exists()  # nothing written, not even the resolved profile
+
+
+def test_variant_module_that_does_not_import_stops_the_workflow_with_one_line(
+    workdir: Path, tmp_path: Path
+) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "broken.py").write_text("import os\n\ndef f(:\n    pass\n")
+    out = tmp_path / "out"
+    profile_file = tmp_path / "tiny.yaml"
+    profile_file.write_text(yaml.safe_dump(workflow_profile(out)))
+    proc = snakemake(
+        workdir,
+        *("-n", "--configfile", str(profile_file)),
+        env={"ATTNBENCH_VARIANT_PATH": str(plugins)},
+        check=False,
+    )
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output and 'File "' not in output, output
+    expected = f"attnbench: error: cannot import variant module {plugins / 'broken.py'}: "
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("attnbench: error:")]
+    assert len(errors) == 1 and errors[0].startswith(expected + "SyntaxError line 3: "), output
+    assert not out.exists()
 
 
 @pytest.mark.slow

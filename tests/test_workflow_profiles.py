@@ -36,7 +36,7 @@ from attnbench import gpu_slots
 
 PROFILES = Path("workflow") / "profiles"  # relative to the workflow copy
 # these rules declare `resources: gpu`
-GPU_RULES = ("train", "train_group", "head_ablation", "bench", "bench_group")
+GPU_RULES = ("train", "head_ablation", "bench")
 NO_GPU_RESOURCE = "GPU rules must declare `resources: gpu=...` (workflow/rules/*.smk)"
 WRAPPER = [sys.executable, "-m", "attnbench.gpu_slots"]
 
@@ -378,7 +378,7 @@ CLUSTER_PROFILES = {
     "slurm": (
         ["snakemake_executor_plugin_slurm"],
         [],
-        {"runtime": "480", "mem_mb": "16000"},
+        {"runtime": "1440", "mem_mb": "16000"},
     ),
     "kubernetes": (
         ["snakemake_executor_plugin_kubernetes", "snakemake_storage_plugin_fs"],
@@ -455,7 +455,7 @@ def test_multi_gpu_training_jobs_run_under_torchrun(workdir: Path, group: bool) 
         workdir, "-n", "-p", "--resources", "gpu=4", "--configfile", str(workdir / "multi.yaml")
     )
     found = jobs(proc.stdout)
-    trains = [job for job in found if job["rule"] in ("train", "train_group")]
+    trains = [job for job in found if job["rule"] == "train"]
     assert len(trains) == 2
     for job in trains:
         assert job["resources"]["gpu"] == "2"
@@ -463,7 +463,7 @@ def test_multi_gpu_training_jobs_run_under_torchrun(workdir: Path, group: bool) 
             "python -m attnbench.gpu_slots --gpus 2 -- "
             "torchrun --standalone --nproc_per_node 2 -m attnbench.cli train --profile "
         ), job["shell"]
-    benches = [job for job in found if job["rule"] in ("bench", "bench_group")]
+    benches = [job for job in found if job["rule"] == "bench"]
     assert len(benches) == (1 if group else 2)
     assert benches and all(job["resources"]["gpu"] == "1" for job in benches)
     assert all("torchrun" not in job["shell"] for job in benches)

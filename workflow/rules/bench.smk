@@ -8,45 +8,46 @@ from attnbench.bench import bench_job_config
 BENCH_DIR = f"{OUT}/bench/{NAME}"
 
 
-if not PROFILE["group_tasks"]:
-
-    rule bench:
-        output:
-            f"{BENCH_DIR}/records/{{variant}}.json",
-        log:
-            f"{OUT}/logs/{NAME}/bench/{{variant}}.log",
-        threads: PROFILE["threads"]
-        resources:
-            gpu=GPUS_PER_JOB,
-        params:
-            profile=PROFILE_FILE,
-            # reruns the job when, and only when, its own resolved bench config changes
-            cfg_hash=lambda wc: config_hash(bench_job_config(PROFILE, wc.variant)),
-        shell:
-            "python -m attnbench.gpu_slots --gpus {resources.gpu} --"
-            " attnbench bench --profile {params.profile} --variant {wildcards.variant}"
-            " --out {output} --threads {threads} > {log} 2>&1"
-
+# One job per variant, or under group_tasks one process measures every variant in turn
+# (one start-up instead of one per variant; a changed bench config of any variant then
+# reruns the whole sweep). Both groupings are this one `bench` rule (with their command
+# templates and params unchanged, as in train.smk).
+if GROUPED:
+    BENCH_VARIANTS = VARIANTS  # the variants of one job (as path patterns)
+    BENCH_JOB = "all"  # a job's key: the name of its log
+    BENCH_PARAMS = {"variants": " ".join(VARIANTS)}
+    BENCH_ARGS = "--variant {params.variants}"  # each record to its default path
 else:
+    BENCH_VARIANTS = ["{variant}"]
+    BENCH_JOB = "{variant}"
+    BENCH_PARAMS = {}
+    BENCH_ARGS = "--variant {wildcards.variant} --out {output}"
 
-    # group_tasks: one process measures every variant in turn (one start-up instead of one
-    # per variant); a changed bench config of any variant reruns the whole sweep.
-    rule bench_group:
-        output:
-            expand(f"{BENCH_DIR}/records/{{variant}}.json", variant=VARIANTS),
-        log:
-            f"{OUT}/logs/{NAME}/bench/all.log",
-        threads: PROFILE["threads"]
-        resources:
-            gpu=GPUS_PER_JOB,
-        params:
-            profile=PROFILE_FILE,
-            variants=" ".join(VARIANTS),
-            cfg_hash={v: config_hash(bench_job_config(PROFILE, v)) for v in VARIANTS},
-        shell:
-            "python -m attnbench.gpu_slots --gpus {resources.gpu} --"
-            " attnbench bench --profile {params.profile} --variant {params.variants}"
-            " --threads {threads} > {log} 2>&1"
+
+def bench_cfg_hash(wildcards):
+    """Reruns a job when, and only when, the resolved bench config of its variant (of any
+    variant, under group_tasks) changes."""
+    if GROUPED:
+        return {v: config_hash(bench_job_config(PROFILE, v)) for v in VARIANTS}
+    return config_hash(bench_job_config(PROFILE, wildcards.variant))
+
+
+rule bench:
+    output:
+        [f"{BENCH_DIR}/records/{v}.json" for v in BENCH_VARIANTS],
+    log:
+        f"{OUT}/logs/{NAME}/bench/{BENCH_JOB}.log",
+    threads: PROFILE["threads"]
+    resources:
+        gpu=GPUS_PER_JOB,
+    params:
+        **BENCH_PARAMS,
+        profile=PROFILE_FILE,
+        cfg_hash=bench_cfg_hash,
+    shell:
+        "python -m attnbench.gpu_slots --gpus {resources.gpu} --"
+        f" attnbench bench --profile {{params.profile}} {BENCH_ARGS} --threads {{threads}}"
+        " > {log} 2>&1"
 
 
 rule bench_summary:

@@ -1,5 +1,6 @@
 # Shared setup: load and validate the profile, resolve the job lists from the registries.
 import json
+import sys
 from pathlib import Path
 
 import yaml
@@ -25,11 +26,21 @@ if "profile" not in config:
             config.setdefault(_key, _value)
 
 validate(config, "../schemas/config.schema.yaml")
-PROFILE = validate_profile(dict(config), source="snakemake config")
+# A bad profile, an unknown name or a variant/task module that does not import stops the
+# workflow with the one line the attnbench commands print (no traceback).
+try:
+    PROFILE = validate_profile(dict(config), source="snakemake config")
+    TASKS = selected_tasks(PROFILE)
+    VARIANTS = selected_variants(PROFILE)
+except ValueError as _exc:
+    _line = str(_exc).splitlines()[0] if str(_exc).strip() else type(_exc).__name__
+    print(f"attnbench: error: {_line}", file=sys.stderr)
+    sys.exit(1)
 NAME = PROFILE["profile"]
 OUT = PROFILE["output_dir"].rstrip("/")
-TASKS = selected_tasks(PROFILE)
-VARIANTS = selected_variants(PROFILE)
+# group_tasks: one training job per (variant, seed) trains every task, and one sweep job
+# measures every variant, each in one process (see train.smk and bench.smk).
+GROUPED = PROFILE["group_tasks"]
 # GPUs per GPU job; none under a `device: cpu` profile. Snakemake only counts them
 # (--resources gpu=N, see workflow/profiles/default); `python -m attnbench.gpu_slots`
 # picks which GPUs and sets CUDA_VISIBLE_DEVICES. The efficiency sweep and head ablation
@@ -44,12 +55,27 @@ TRAIN_CMD = (
 )
 
 # Jobs read the profile exactly as Snakemake resolved it (including --config overrides).
-# The file is rewritten only when its content changes; it is not an input, so a change
-# reruns only the jobs whose own resolved config (params.cfg_hash) changed.
+# The file is not an input, so a change reruns only the jobs whose own resolved config
+# (params.cfg_hash) changed. It is written when jobs are about to run (onstart, never by
+# a dry run), and only when its content changes.
 PROFILE_FILE = f"{OUT}/profiles/{NAME}.json"
-_profile_text = json.dumps(PROFILE, indent=2, sort_keys=True) + "\n"
-if not Path(PROFILE_FILE).exists() or Path(PROFILE_FILE).read_text() != _profile_text:
-    atomic_write_text(PROFILE_FILE, _profile_text)
+PROFILE_TEXT = json.dumps(PROFILE, indent=2, sort_keys=True) + "\n"
+
+
+def write_profile_file():
+    path = Path(PROFILE_FILE)
+    if not path.exists() or path.read_text(encoding="utf-8") != PROFILE_TEXT:
+        atomic_write_text(PROFILE_FILE, PROFILE_TEXT)
+
+
+onstart:
+    write_profile_file()
+
+
+# A job that an executor runs in a Snakemake process of its own (a cluster job, a pod)
+# runs no onstart and may share no file system with this one: it writes its own copy.
+if workflow.remote_exec or workflow.subprocess_exec:
+    write_profile_file()
 
 
 wildcard_constraints:
