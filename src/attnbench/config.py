@@ -30,6 +30,7 @@ from attnbench.attention import get_variant, variant_names
 from attnbench.config_bench import GRID_DEFAULTS, BenchConfig, GridConfig
 from attnbench.model import ModelConfig
 from attnbench.options import build_options
+from attnbench.records import DEFAULT_REFERENCE
 from attnbench.tasks.base import get_task, make_data_config, task_names
 from attnbench.train import TrainConfig
 
@@ -177,8 +178,9 @@ def selected_variants(profile: dict[str, Any]) -> list[str]:
 
 
 def reference_variant(profile: dict[str, Any]) -> str:
-    """The variant every other one is compared with (profile key ``reference.variant``)."""
-    return str(profile.get("reference", {}).get("variant") or "vanilla")
+    """The variant every other one is compared with (profile key ``reference.variant``,
+    :data:`attnbench.records.DEFAULT_REFERENCE` when the profile names none)."""
+    return str(profile.get("reference", {}).get("variant") or DEFAULT_REFERENCE)
 
 
 def run_seeds(profile: dict[str, Any], variant: str) -> list[int]:

@@ -21,6 +21,7 @@ from torch import nn
 from attnbench.attention import VARIANTS, Requirements, VariantSpec, check_support, get_variant
 from attnbench.config import data_config_hash
 from attnbench.model import ModelConfig
+from attnbench.records import DEFAULT_REFERENCE
 from attnbench.tasks.base import Task, TaskSetup, get_task, make_data_config
 
 PREPARED_MARKER = "prepared.json"
@@ -95,7 +96,9 @@ def build_job(
     """
     spec = get_variant(cfg["variant"])
     model_cfg = ModelConfig(**{**cfg["model"], **(model_overrides or {})})
-    setup = task_setup(spec, cfg["variant_options"], model_cfg, cfg.get("reference_variant"))
+    # job configs of records written before the reference was a profile key lack it
+    reference = cfg.get("reference_variant", DEFAULT_REFERENCE)
+    setup = task_setup(spec, cfg["variant_options"], model_cfg, reference)
     task_cls = get_task(cfg["task"])
     task = task_cls(make_data_config(task_cls, cfg["data"]), setup)
     reason = check_support(spec.capabilities, task.requirements())

@@ -4,7 +4,8 @@ Model (Vaswani et al. 2017, "Attention Is All You Need"): :class:`attnbench.mode
 with one shared subword vocabulary (tied embeddings). The variant replaces the
 self-attention of the encoder and of the decoder (causal there); cross-attention uses
 the variant when it declares cross-attention support (``capabilities.cross_attention``),
-otherwise standard attention (``vanilla``) — ``task_info.cross_attention`` in the record
+otherwise the profile's reference variant (``reference.variant``, by default ``vanilla``;
+:class:`attnbench.tasks.base.TaskSetup`) — ``task_info.cross_attention`` in the record
 says which. Variants that cannot mask the future (the decoder needs it) get an ``n/a``
 record. Fixed-length variants (``variable_length=False``) get both the source and the
 decoder input right-padded to ``max_len`` with key padding masks, in training and in
