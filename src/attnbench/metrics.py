@@ -105,6 +105,8 @@ def pearson(x: Values, y: Values) -> float:
     a, b = (v.astype(np.float64) for v in _pair(x, y))
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         return float("nan")
+    if np.ptp(a) == 0.0 or np.ptp(b) == 0.0:  # a constant (centring it leaves rounding noise)
+        return 0.0
     a, b = a - a.mean(), b - b.mean()
     norm = np.sqrt((a @ a) * (b @ b))
     if norm == 0.0:

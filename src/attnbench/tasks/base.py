@@ -98,7 +98,7 @@ class Evaluation:
     split was evaluated (the record's ``task_info.evaluation``).
     """
 
-    metrics: dict[str, float]
+    metrics: dict[str, Any]  # numbers, and strings such as sacrebleu's signatures
     predictions: list[dict[str, Any]]
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)

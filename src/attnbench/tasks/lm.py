@@ -556,8 +556,10 @@ class LanguageModelling(Task):
         else:
             nll, info = self._window_nll(model, ids, batch_size, device, model_kwargs)
         n_chars = int(self.meta["splits"][split]["characters"])
+        metrics = nll_metrics(nll, n_chars)
+        metrics["loss"] = metrics["nll"]  # the mean token NLL, every task's "loss"
         return Evaluation(
-            nll_metrics(nll, n_chars),
+            metrics,
             block_predictions(nll, self.cfg.stride),
             extra={"token_nll": nll},
             info=info,
