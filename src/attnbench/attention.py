@@ -214,6 +214,12 @@ class Attention(nn.Module):
 
     Options: ClassVar[type] = NoOptions
     capabilities: ClassVar[Capabilities] = Capabilities()
+    # Attributes naming structural parameters (or modules holding them) that weight decay
+    # must not reach (relative position biases, mixing matrices initialised at the
+    # identity, learned masks; an attribute that is None is skipped): decay
+    # would pull them toward 0, a different prior for each variant. The optimiser
+    # (attnbench.train.make_optimizer) honours this on any submodule that declares it.
+    decay_exempt: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, dims: AttentionDims, options: Any = None) -> None:
         super().__init__()
@@ -233,6 +239,18 @@ class Attention(nn.Module):
         ``n`` is both the sequence length and the model's ``max_len`` (as in a run,
         where the model is built for the task's longest sequence). The rule holds under
         causal masking too (it then covers every pair j ≤ i). Default: never.
+        """
+        return None
+
+    @classmethod
+    def state_size(cls, options: Any, dims: AttentionDims) -> int | None:
+        """Elements of the recurrent state one layer carries per sequence, or ``None``.
+
+        A linear-time recurrent variant reads a sequence with a fixed-size state (e.g. the
+        d_k × d_v matrix per head of linear attention); Transformer-XL carries a memory of
+        ``mem_len`` hidden vectors. Softmax attention has no such state (its key–value
+        cache grows with the length): ``None``, the default. Records carry it in bytes, so
+        quality can be plotted against state size.
         """
         return None
 
@@ -399,6 +417,12 @@ class VariantSpec:
         See :meth:`Attention.dense_reason`.
         """
         return self.cls.dense_reason(self.options(overrides), n)
+
+    def state_size(
+        self, dims: AttentionDims, overrides: dict[str, Any] | None = None
+    ) -> int | None:
+        """Recurrent-state elements per layer and sequence; see :meth:`Attention.state_size`."""
+        return self.cls.state_size(self.options(overrides), dims)
 
     def memory_len(self, overrides: dict[str, Any] | None = None) -> int:
         """Recurrent memory in positions (0: none); see :meth:`Attention.memory_len`."""

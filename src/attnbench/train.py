@@ -110,12 +110,28 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * decay
 
 
+def decay_exempt_parameters(model: nn.Module) -> set[int]:
+    """``id`` of every parameter a module of ``model`` declares exempt from weight decay
+    (``decay_exempt``: attribute names; see :class:`attnbench.attention.Attention`)."""
+    exempt = set()
+    for module in model.modules():
+        for name in getattr(module, "decay_exempt", ()):
+            value = getattr(module, name, None)  # a parameter, a module, or None (unused)
+            if isinstance(value, nn.Parameter):
+                exempt.add(id(value))
+            elif isinstance(value, nn.Module):
+                exempt.update(id(p) for p in value.parameters())
+    return exempt
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Weight decay on matrices only (not on biases, norms or embeddings' bias terms)."""
+    """Weight decay on matrices only (not on biases, norms or embeddings' bias terms), and
+    not on the structural parameters a variant declares exempt (``decay_exempt``)."""
+    exempt = decay_exempt_parameters(model)
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+            (decay if p.ndim >= 2 and id(p) not in exempt else no_decay).append(p)
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

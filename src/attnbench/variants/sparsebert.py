@@ -89,6 +89,8 @@ class SparseBertOptions:
 class SparseBert(MultiHeadAttention):
     """Softmax attention gated by a mask M: learned (DAM) and/or without the diagonal."""
 
+    decay_exempt = ("mask_logits",)  # the learned attention mask α
+
     Options = SparseBertOptions
     capabilities = Capabilities(
         causal=True,

@@ -169,6 +169,8 @@ class RandomSynthesizer(SynthesizerBase):
             # entries of R₁R₂ᵀ are sums of k products: std of each factor (std²/k)^¼
             s = (std**2 / rank) ** 0.25
             factors = {"r1": torch.randn(h, ell, rank) * s, "r2": torch.randn(h, ell, rank) * s}
+        # R (or its factors) is the attention itself: decay would pull it toward uniform
+        self.decay_exempt = tuple(factors) if self.options.trainable else ()
         for name, value in factors.items():
             if self.options.trainable:
                 self.register_parameter(name, nn.Parameter(value))

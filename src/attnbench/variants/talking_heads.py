@@ -61,6 +61,9 @@ class TalkingHeadsOptions:
 class TalkingHeads(MultiHeadAttention):
     """Softmax attention whose heads exchange logits (P_l) and weights (P_w)."""
 
+    # the head-mixing matrices start at the identity; decay would pull them toward 0
+    decay_exempt = ("logits_mix", "weights_mix")
+
     Options = TalkingHeadsOptions
     capabilities = Capabilities(
         causal=True,

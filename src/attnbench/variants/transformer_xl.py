@@ -69,6 +69,8 @@ def relative_shift(scores: Tensor, memory_len: int) -> Tensor:
 class TransformerXL(MultiHeadAttention):
     """Relative positional attention (u, v biases, sinusoid R) with a segment memory."""
 
+    decay_exempt = ("u", "v")  # the global content and position biases u, v
+
     Options = TransformerXLOptions
     capabilities = Capabilities(
         causal=True,

@@ -63,6 +63,9 @@ def relative_bucket(
 class UntiedPositionalCorrelation(nn.Module):
     """(p_i U_Q)(p_j U_K)ᵀ / √(2d) per head, with [CLS] untying and the TUPE-R bias."""
 
+    # [CLS] untying θ and the TUPE-R bucket biases are structural: no weight decay
+    decay_exempt = ("theta", "rel_bias")
+
     def __init__(self, dims: AttentionDims, options: TupeOptions) -> None:
         super().__init__()
         self.n_heads, self.head_dim = dims.n_heads, dims.head_dim
