@@ -69,9 +69,12 @@ def test_record_is_complete_and_identical_for_the_same_seed(prepared, tmp_path: 
         "versions",
         "status",
         "config",
+        "state_bytes",
+        "task_averages",
     ):
         assert key in a, key
     assert a["status"] == "ok" and a["n_params"] > 0 and a["tokens_per_s"] > 0
+    assert a["state_bytes"] is None and a["state_bytes_per_layer"] is None  # softmax: no state
     assert a["versions"]["torch"] == torch.__version__
     # Same seed → identical records apart from timings.
     on_disk_a = records.read_record(tmp_path / "a" / "seed0.json")

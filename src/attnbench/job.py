@@ -18,13 +18,21 @@ from typing import Any
 
 from torch import nn
 
-from attnbench.attention import VARIANTS, Requirements, VariantSpec, check_support, get_variant
+from attnbench.attention import (
+    VARIANTS,
+    AttentionDims,
+    Requirements,
+    VariantSpec,
+    check_support,
+    get_variant,
+)
 from attnbench.config import data_config_hash
 from attnbench.model import ModelConfig
 from attnbench.records import DEFAULT_REFERENCE
 from attnbench.tasks.base import Task, TaskSetup, get_task, make_data_config
 
 PREPARED_MARKER = "prepared.json"
+STATE_ELEMENT_BYTES = 4  # recurrent states are counted in float32, the parameters' dtype
 SPLITS = ("train", "val", "test")  # every task has these, none of them empty
 
 
@@ -77,6 +85,20 @@ class Job:
     def build_model(self) -> nn.Module:
         """A fresh model; seed the random generators first (weights are drawn here)."""
         return self.task.build_model(self.model_config, self.variant, self.cfg["variant_options"])
+
+    def state_bytes_per_layer(self) -> int | None:
+        """Bytes of the recurrent state one layer carries per sequence (float32 elements;
+        ``Attention.state_size``), or None for a variant without one."""
+        m = self.model_config
+        dims = AttentionDims(
+            d_model=m.d_model,
+            n_heads=m.n_heads,
+            head_dim=m.head_dim,
+            max_len=m.max_len,
+            n_layers=m.n_layers,
+        )
+        elements = self.variant.state_size(dims, self.cfg["variant_options"])
+        return None if elements is None else elements * STATE_ELEMENT_BYTES
 
 
 def build_job(

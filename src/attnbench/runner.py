@@ -162,6 +162,7 @@ def _install(staging: Path, data_dir: Path) -> None:
 # ---------------------------------------------------------------------------------------
 def _base_record(job: Job, seed: int) -> dict[str, Any]:
     cfg, task, spec = job.cfg, job.task, job.variant
+    state = job.state_bytes_per_layer()
     return {
         "schema_version": records.SCHEMA_VERSION,
         "status": "ok",
@@ -177,6 +178,9 @@ def _base_record(job: Job, seed: int) -> dict[str, Any]:
         "capabilities": spec.capabilities.as_dict(),
         # why the variant is dense attention at the task's length (None: it is not)
         "dense_at_length": spec.dense_reason(task.max_len(), cfg["variant_options"]),
+        # bytes of recurrent state per sequence, per layer and in all layers (None: none)
+        "state_bytes_per_layer": state,
+        "state_bytes": None if state is None else state * job.model_config.n_layers,
         "seed": seed,
         "profile": cfg["profile"],
         # the variant the leaderboard compares this run with (profile key reference.variant)

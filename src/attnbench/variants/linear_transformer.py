@@ -87,6 +87,12 @@ class LinearAttention(MultiHeadAttention):
         memory_complexity="O(n·d²/c + n·c)",
     )
 
+    @classmethod
+    def state_size(cls, options: LinearOptions, dims: AttentionDims) -> int:
+        """Per head, the running S = Σ φ(k)vᵀ (d_k × d_v) and z = Σ φ(k) (d_k)."""
+        d = dims.head_dim
+        return dims.n_heads * (d * d + d)
+
     def __init__(self, dims: AttentionDims, options: LinearOptions | None = None) -> None:
         super().__init__(dims, options)
         self.options: LinearOptions

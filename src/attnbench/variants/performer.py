@@ -131,6 +131,12 @@ class Performer(MultiHeadAttention):
         memory_complexity="O(n·m + n·c + n·m·d/c)",
     )
 
+    @classmethod
+    def state_size(cls, options: PerformerOptions, dims: AttentionDims) -> int:
+        """Per head, the running Σ φ(k)vᵀ (m × d_v) and Σ φ(k) (m), m random features."""
+        m = options.n_features
+        return dims.n_heads * (m * dims.head_dim + m)
+
     def __init__(self, dims: AttentionDims, options: PerformerOptions | None = None) -> None:
         super().__init__(dims, options)
         self.options: PerformerOptions

@@ -83,6 +83,11 @@ class TransformerXL(MultiHeadAttention):
     )
 
     @classmethod
+    def state_size(cls, options: TransformerXLOptions, dims: AttentionDims) -> int:
+        """The memory: the last ``mem_len`` hidden vectors (d_model each) of the layer."""
+        return options.mem_len * dims.d_model
+
+    @classmethod
     def memory_len(cls, options: TransformerXLOptions) -> int:
         return options.mem_len
 
