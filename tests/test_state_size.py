@@ -50,6 +50,8 @@ def test_job_reports_bytes_per_layer(tmp_path) -> None:
     )
     job = build_job(job_config(profile, "listops", "linear"), None)
     assert job.state_bytes_per_layer() == 2 * (8 * 8 + 8) * STATE_ELEMENT_BYTES
-    assert (
-        build_job(job_config(profile, "listops", "vanilla"), None).state_bytes_per_layer() is None
-    )
+    vanilla = build_job(job_config(profile, "listops", "vanilla"), None)
+    assert vanilla.state_bytes_per_layer() is None
+    # keys and values of 2 heads × 8 dims, float32, in 3 layers; linear attention: none
+    assert vanilla.kv_cache_bytes_per_token() == 2 * 2 * 8 * STATE_ELEMENT_BYTES * 3
+    assert job.kv_cache_bytes_per_token() is None

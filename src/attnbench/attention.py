@@ -255,6 +255,17 @@ class Attention(nn.Module):
         return None
 
     @classmethod
+    def kv_cache_size(cls, options: Any, dims: AttentionDims) -> int | None:
+        """Elements one layer caches per token to decode (keys and values), or ``None``.
+
+        Softmax attention keeps every past key and value: 2 · heads · head_dim per token
+        (:class:`MultiHeadAttention`'s default). Key/value sharing (GQA, MQA) keeps fewer;
+        a variant decoding from a fixed-size state (:meth:`state_size`) keeps none. Records
+        and the efficiency sweep carry it in bytes. Default here: ``None`` (not declared).
+        """
+        return None
+
+    @classmethod
     def memory_len(cls, options: Any) -> int:
         """Positions of earlier segments a recurrent variant keeps as memory, with ``options``.
 
@@ -285,6 +296,11 @@ class MultiHeadAttention(Attention):
         self.v_proj = nn.Linear(dims.d_model, inner)
         self.out_proj = nn.Linear(inner, dims.d_model)
         self.attn_dropout = nn.Dropout(dims.dropout)
+
+    @classmethod
+    def kv_cache_size(cls, options: Any, dims: AttentionDims) -> int | None:
+        """Every past key and value of every head: 2 · heads · head_dim elements per token."""
+        return 2 * dims.n_heads * dims.head_dim
 
     def split_heads(self, t: Tensor) -> Tensor:
         b, n, _ = t.shape
@@ -423,6 +439,12 @@ class VariantSpec:
     ) -> int | None:
         """Recurrent-state elements per layer and sequence; see :meth:`Attention.state_size`."""
         return self.cls.state_size(self.options(overrides), dims)
+
+    def kv_cache_size(
+        self, dims: AttentionDims, overrides: dict[str, Any] | None = None
+    ) -> int | None:
+        """KV-cache elements per layer and token; see :meth:`Attention.kv_cache_size`."""
+        return self.cls.kv_cache_size(self.options(overrides), dims)
 
     def memory_len(self, overrides: dict[str, Any] | None = None) -> int:
         """Recurrent memory in positions (0: none); see :meth:`Attention.memory_len`."""

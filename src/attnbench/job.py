@@ -32,7 +32,7 @@ from attnbench.records import DEFAULT_REFERENCE
 from attnbench.tasks.base import Task, TaskSetup, get_task, make_data_config
 
 PREPARED_MARKER = "prepared.json"
-STATE_ELEMENT_BYTES = 4  # recurrent states are counted in float32, the parameters' dtype
+STATE_ELEMENT_BYTES = 4  # states and caches are counted in float32, the parameters' dtype
 SPLITS = ("train", "val", "test")  # every task has these, none of them empty
 
 
@@ -86,19 +86,29 @@ class Job:
         """A fresh model; seed the random generators first (weights are drawn here)."""
         return self.task.build_model(self.model_config, self.variant, self.cfg["variant_options"])
 
-    def state_bytes_per_layer(self) -> int | None:
-        """Bytes of the recurrent state one layer carries per sequence (float32 elements;
-        ``Attention.state_size``), or None for a variant without one."""
+    def _dims(self) -> AttentionDims:
         m = self.model_config
-        dims = AttentionDims(
+        return AttentionDims(
             d_model=m.d_model,
             n_heads=m.n_heads,
             head_dim=m.head_dim,
             max_len=m.max_len,
             n_layers=m.n_layers,
         )
-        elements = self.variant.state_size(dims, self.cfg["variant_options"])
+
+    def state_bytes_per_layer(self) -> int | None:
+        """Bytes of the recurrent state one layer carries per sequence (float32 elements;
+        ``Attention.state_size``), or None for a variant without one."""
+        elements = self.variant.state_size(self._dims(), self.cfg["variant_options"])
         return None if elements is None else elements * STATE_ELEMENT_BYTES
+
+    def kv_cache_bytes_per_token(self) -> int | None:
+        """Bytes all layers cache per decoded token (float32; ``Attention.kv_cache_size``),
+        or None for a variant that declares no cache."""
+        elements = self.variant.kv_cache_size(self._dims(), self.cfg["variant_options"])
+        if elements is None:
+            return None
+        return elements * STATE_ELEMENT_BYTES * self.model_config.n_layers
 
 
 def build_job(

@@ -181,6 +181,8 @@ def _base_record(job: Job, seed: int) -> dict[str, Any]:
         # bytes of recurrent state per sequence, per layer and in all layers (None: none)
         "state_bytes_per_layer": state,
         "state_bytes": None if state is None else state * job.model_config.n_layers,
+        # bytes of keys and values all layers cache per decoded token (None: no cache)
+        "kv_cache_bytes_per_token": job.kv_cache_bytes_per_token(),
         "seed": seed,
         "profile": cfg["profile"],
         # the variant the leaderboard compares this run with (profile key reference.variant)
