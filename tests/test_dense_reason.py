@@ -26,8 +26,8 @@ from attnbench.attention import (
     variant_names,
 )
 from attnbench.config import job_config, validate_profile
+from attnbench.job import build_job
 from attnbench.runner import _base_record
-from attnbench.tasks.base import get_task, make_data_config
 
 D, H = 16, 4
 
@@ -285,13 +285,10 @@ def test_record_carries_dense_at_length(tmp_path: Path, window: int, dense: bool
     raw = tiny_profile(tmp_path)
     raw["variants"] = {"include": ["vanilla", "local"], "options": {"local": {"window": window}}}
     profile = validate_profile(raw)
-    cfg = job_config(profile, "listops", "local")
-    task_cls = get_task("listops")
-    task = task_cls(make_data_config(task_cls, profile["tasks"]["listops"]["data"]))
-    n = task.max_len()
-    record = _base_record(cfg, task, seed=0)
+    job = build_job(job_config(profile, "listops", "local"), None)
+    n = job.task.max_len()
+    record = _base_record(job, seed=0)
     expected = f"window {window} ≥ n − 1 = {n - 1}" if dense else None
     assert record["dense_at_length"] == expected
-    assert (
-        _base_record(job_config(profile, "listops", "vanilla"), task, 0)["dense_at_length"] is None
-    )
+    vanilla = build_job(job_config(profile, "listops", "vanilla"), None)
+    assert _base_record(vanilla, 0)["dense_at_length"] is None
