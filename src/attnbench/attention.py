@@ -83,6 +83,9 @@ class AttentionDims:
     n_layers: int = 1
     is_cross: bool = False  # built as encoder–decoder cross-attention
     is_causal: bool = False  # built for a causal stack (decoder self-attention, LM)
+    # position 0 of every input is a [CLS] token (the classification heads' inputs); a
+    # variant that treats [CLS] apart (TUPE's untying) does so only then
+    first_token_cls: bool = False
     # One dict per stack, the same object for every layer: a variant that shares
     # parameters across layers (TUPE's positional term, say) keeps them here.
     shared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)

@@ -213,6 +213,7 @@ class TransformerStack(nn.Module):
         causal: bool = False,
         cross_variant: VariantSpec | None = None,
         cross_options: dict[str, Any] | None = None,
+        first_token_cls: bool = False,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -231,6 +232,7 @@ class TransformerStack(nn.Module):
                 layer_index=i,
                 n_layers=cfg.n_layers,
                 is_causal=causal,
+                first_token_cls=first_token_cls,
                 shared=shared,
             )
             cross = None
@@ -361,25 +363,35 @@ class Pooler(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Embedding + bidirectional stack."""
+    """Embedding + bidirectional stack (``first_token_cls``: inputs start with [CLS])."""
 
-    def __init__(self, vocab_size: int, cfg: ModelConfig, variant: VariantSpec, options=None):
+    def __init__(
+        self,
+        vocab_size: int,
+        cfg: ModelConfig,
+        variant: VariantSpec,
+        options=None,
+        *,
+        first_token_cls: bool = False,
+    ):
         super().__init__()
         self.embed = Embedding(vocab_size, cfg, variant.capabilities.positions == "absolute")
-        self.stack = TransformerStack(cfg, variant, options)
+        self.stack = TransformerStack(cfg, variant, options, first_token_cls=first_token_cls)
 
     def forward(self, ids: Tensor, key_padding: Tensor | None, **kwargs: Any) -> StackOutput:
         return self.stack(self.embed(ids), key_padding, **kwargs)
 
 
 class SequenceClassifier(nn.Module):
-    """Encoder → pooling (CLS or mean) → linear classifier (LRA ListOps, Text, Image, ...)."""
+    """Encoder → pooling (CLS or mean) → linear classifier (LRA ListOps, Text, Image, ...).
+
+    Its inputs start with a [CLS] token (the classification tasks' convention)."""
 
     def __init__(
         self, vocab_size: int, n_classes: int, cfg: ModelConfig, variant: VariantSpec, options=None
     ) -> None:
         super().__init__()
-        self.encoder = Encoder(vocab_size, cfg, variant, options)
+        self.encoder = Encoder(vocab_size, cfg, variant, options, first_token_cls=True)
         self.pooler = Pooler(cfg)
         self.classifier = nn.Linear(self.pooler.out_dim, n_classes)
 
@@ -390,13 +402,15 @@ class SequenceClassifier(nn.Module):
 
 
 class PairClassifier(nn.Module):
-    """Two towers sharing one encoder; [u, v, u⊙v, u−v] → MLP (LRA Retrieval)."""
+    """Two towers sharing one encoder; [u, v, u⊙v, u−v] → MLP (LRA Retrieval).
+
+    Each tower's input starts with a [CLS] token."""
 
     def __init__(
         self, vocab_size: int, n_classes: int, cfg: ModelConfig, variant: VariantSpec, options=None
     ) -> None:
         super().__init__()
-        self.encoder = Encoder(vocab_size, cfg, variant, options)
+        self.encoder = Encoder(vocab_size, cfg, variant, options, first_token_cls=True)
         self.pooler = Pooler(cfg)
         self.mlp = nn.Sequential(
             nn.Linear(4 * self.pooler.out_dim, cfg.d_ff),
