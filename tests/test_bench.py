@@ -522,3 +522,33 @@ def test_importing_the_module_leaves_torch_unloaded() -> None:
     code = "import sys, attnbench.bench; print('torch' in sys.modules, 'numpy' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.split() == ["False", "False"]
+
+
+def _series(times: dict[int, float]) -> list[dict[str, Any]]:
+    return [{"length": n, "status": "ok", "median_ms": t} for n, t in sorted(times.items())]
+
+
+def test_crossover_is_the_length_from_which_a_variant_stays_faster() -> None:
+    from attnbench.bench.summary import crossover_rows
+
+    key = ("fwd", 1, 4, 64, False, "fp32")
+    lengths = [64, 128, 256, 512]
+    groups = {
+        key: {
+            "exact": _series({n: n * n / 1000 for n in lengths}),  # quadratic
+            "slower": _series({n: n * n / 100 for n in lengths}),  # quadratic, 10x slower
+            "linear": _series({n: n / 10 for n in lengths}),  # faster from L > 100 on
+            "late": _series({n: n / 4 for n in lengths}),  # faster from L > 250 on
+        }
+    }
+    rows = {r["variant"]: r for r in crossover_rows(groups, {"exact"})}
+    assert set(rows) == {"slower", "linear", "late"}  # the exact variant is the yardstick
+    assert rows["linear"]["crossover_length"] == 128
+    assert rows["late"]["crossover_length"] == 256
+    assert rows["slower"]["crossover_length"] is None
+    assert rows["slower"]["projected_length"] is None  # same exponent: never crosses
+    # not faster anywhere measured, but linear: both power laws meet at 2000 tokens
+    short = {key: {"exact": _series({50: 2.5, 100: 10.0}), "lin": _series({50: 100.0, 100: 200.0})}}
+    (row,) = crossover_rows(short, {"exact"})
+    assert row["crossover_length"] is None and row["projected_length"] == 2000
+    assert row["speed_at_longest"] == pytest.approx(10.0 / 200.0)

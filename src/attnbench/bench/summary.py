@@ -149,6 +149,86 @@ def relative_rows(
     return rows
 
 
+def crossover_rows(
+    groups: dict[tuple, dict[str, list[dict[str, Any]]]], exact: set[str]
+) -> list[dict[str, Any]]:
+    """Per (series, variant that is not exact softmax attention): from which length on it
+    is faster than the fastest exact-softmax variant (``exact``) at the same length.
+
+    ``crossover_length``: the shortest measured length from which the variant's median
+    time stays below the exact one's at every longer measured length (None if it is not
+    faster at the longest). When it is not faster anywhere measured but scales with a
+    lower exponent, ``projected_length`` extends both power laws from their longest
+    points (t(L) = t_last · (L / L_last)^k, k the fitted exponent): a projection, labelled so.
+    """
+    rows = []
+    for key, by_variant in groups.items():
+        exact_times: dict[int, float] = {}
+        for variant in exact & set(by_variant):
+            for r in by_variant[variant]:
+                if r["status"] == "ok":
+                    t = exact_times.get(r["length"])
+                    exact_times[r["length"]] = min(t, r["median_ms"]) if t else r["median_ms"]
+        if not exact_times:
+            continue
+        for variant in sorted(set(by_variant) - exact):
+            mine = {r["length"]: r["median_ms"] for r in by_variant[variant] if r["status"] == "ok"}
+            common = sorted(set(mine) & set(exact_times))
+            if not common:
+                continue
+            crossover = None
+            for n in reversed(common):
+                if mine[n] >= exact_times[n]:
+                    break
+                crossover = n
+            projected = None
+            if crossover is None and len(mine) >= 2 and len(exact_times) >= 2:
+                k_mine = fit_exponent(list(mine), list(mine.values()))
+                k_exact = fit_exponent(list(exact_times), list(exact_times.values()))
+                last = common[-1]
+                if k_mine is not None and k_exact is not None and k_mine < k_exact:
+                    ratio = exact_times[last] / mine[last]  # < 1: the variant is slower
+                    projected = round(last * ratio ** (1.0 / (k_mine - k_exact)))
+            rows.append(
+                {
+                    "variant": variant,
+                    **dict(zip(SERIES_KEYS, key, strict=True)),
+                    "lengths": f"{common[0]}-{common[-1]}",
+                    "crossover_length": crossover,
+                    "projected_length": projected,
+                    "speed_at_longest": exact_times[common[-1]] / mine[common[-1]],
+                }
+            )
+    return rows
+
+
+def crossover_markdown(rows: list[dict[str, Any]], exact: list[str]) -> str:
+    if not rows:
+        return "No series measured an exact-softmax variant and another one.\n"
+    names = ", ".join(f"`{v}`" for v in exact)
+    out = [
+        f"Length from which each variant is faster than the fastest of {names} (exact "
+        "softmax attention) at every longer measured length; where it is not faster at the "
+        "longest measured length, the projection of both fitted power laws (≈, not measured).",
+        "",
+        "| series | variant | lengths | crossover | speed at longest (× exact) |",
+        "|---|---|---|---:|---:|",
+    ]
+    for r in rows:
+        key = tuple(r[k] for k in SERIES_KEYS)
+        if r["crossover_length"] is not None:
+            cross = str(r["crossover_length"])
+        elif r["projected_length"] is not None:
+            cross = f"≈ {r['projected_length']} (projected)"
+        else:
+            cross = "none"
+        out.append(
+            f"| {series_label(key)} | `{r['variant']}` | {r['lengths']} | {cross} | "
+            f"{r['speed_at_longest']:.2f}× |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def _fmt(value: Any, spec: str = ".2f", none: str = "—") -> str:
     return none if value is None else format(value, spec)
 
@@ -245,10 +325,14 @@ def build_summary(
     groups = group_series(rows)
     scaling = scaling_rows(groups)
     relative = relative_rows(groups, reference, relative_lengths) if reference else []
+    exact = sorted(r["variant"] for r in records if _exact_softmax(r))
+    crossover = crossover_rows(groups, set(exact))
     files = [out_dir / "points.csv", out_dir / "scaling.csv", out_dir / "relative.csv"]
     _write_csv(files[0], rows, POINT_COLUMNS)
     _write_csv(files[1], scaling, list(scaling[0]) if scaling else ["variant"])
     _write_csv(files[2], relative, list(relative[0]) if relative else ["variant"])
+    files.append(out_dir / "crossover.csv")
+    _write_csv(files[-1], crossover, list(crossover[0]) if crossover else ["variant"])
     relative_md = relative_markdown(relative, reference) if reference else ""
     files.append(out_dir / "relative.md")
     atomic_write_text(files[-1], _relative_header(reference, relative_lengths) + relative_md)
@@ -258,7 +342,16 @@ def build_summary(
         for key, by_variant in groups.items():
             plot_files += plot_series(by_variant, series_label(key), series_slug(key), out_dir)
     files.append(out_dir / "summary.md")
-    text = summary_markdown(records, skipped, scaling, relative_md, plot_files, out_dir, reference)
+    text = summary_markdown(
+        records,
+        skipped,
+        scaling,
+        relative_md,
+        plot_files,
+        out_dir,
+        reference,
+        crossover_markdown(crossover, exact),
+    )
     atomic_write_text(files[-1], text)
     return SummaryResult(len(records), skipped, files + plot_files)
 
@@ -284,8 +377,10 @@ def summary_markdown(
     plot_files: list[Path],
     out_dir: Path,
     reference: str | None,
+    crossover_md: str = "",
 ) -> str:
-    """The human-readable report: device, definitions, exponents, relative tables, plots."""
+    """The human-readable report: device, definitions, exponents, relative tables,
+    crossover with exact attention, decoding memory, plots."""
     lines = ["# Efficiency sweep", ""]
     if not records:
         lines += ["No readable bench records.", ""]
@@ -330,7 +425,10 @@ def summary_markdown(
             f"{_fmt(row['time_exponent'])} | {_fmt(row['memory_exponent'])} |"
         )
     relative_title = f"Relative to `{reference}`" if reference else "Relative efficiency"
-    lines += ["", f"## {relative_title}", "", relative_md, "## Not measured", ""]
+    lines += ["", f"## {relative_title}", "", relative_md]
+    lines += ["## Crossover with exact softmax attention", "", crossover_md]
+    lines += _decoding_memory_lines(records)
+    lines += ["## Not measured", ""]
     for r in records:
         for p in r["points"]:
             if p["status"] != "ok":
@@ -342,6 +440,37 @@ def summary_markdown(
     lines += ["", "## Plots", ""]
     lines += [f"- [{p.name}]({p.relative_to(out_dir)})" for p in plot_files if p.suffix == ".png"]
     return "\n".join(lines) + "\n"
+
+
+def _exact_softmax(record: dict[str, Any]) -> bool:
+    """Whether the variant computes exact softmax attention (its declared capability;
+    older records: whether its FLOP figures were exact)."""
+    caps = record.get("capabilities", {})
+    return bool(caps["exact_softmax"]) if "exact_softmax" in caps else _exact_flops(record)
+
+
+def _decoding_memory_lines(records: list[dict[str, Any]]) -> list[str]:
+    """Per variant, what decoding keeps in memory in the task model of the train_step mode."""
+    rows = [r for r in records if "kv_cache_bytes_per_token" in r]
+    if not rows:
+        return []
+    lines = [
+        "## Decoding memory (the task model)",
+        "",
+        "Bytes a decoder keeps, in float32 over all layers of the train_step task's model: "
+        "the key–value cache grows by its per-token figure with every token; a recurrent "
+        "variant keeps a fixed-size state instead.",
+        "",
+        "| variant | KV cache per token | recurrent state per sequence |",
+        "|---|---:|---:|",
+    ]
+    for r in rows:
+        kv, state = r["kv_cache_bytes_per_token"], r.get("state_bytes")
+        lines.append(
+            f"| `{r['variant']}` | {'—' if kv is None else f'{kv:,} B'} | "
+            f"{'—' if state is None else f'{state:,} B'} |"
+        )
+    return [*lines, ""]
 
 
 def _exact_flops(record: dict[str, Any]) -> bool:

@@ -346,7 +346,9 @@ def run_variant(
     options = job["variant_options"]
     ts = job["train_step"]
     task_job = {**job_config(profile, ts["task"], variant), "task": ts["task"]}
-    task = build_job(task_job, None).task
+    task_built = build_job(task_job, None)
+    task = task_built.task
+    state = task_built.state_bytes_per_layer()
     task_req = task.requirements()
     record: dict[str, Any] = {
         "kind": RECORD_KIND,
@@ -356,6 +358,9 @@ def run_variant(
         "variant_paper": spec.paper,
         "variant_options": options,
         "capabilities": spec.capabilities.as_dict(),
+        # decoding memory of the train_step task's model (float32, all layers)
+        "kv_cache_bytes_per_token": task_built.kv_cache_bytes_per_token(),
+        "state_bytes": None if state is None else state * task_built.model_config.n_layers,
         "device": device_info(device),
         "host": device_info(torch.device("cpu")),
         "grid": kind,
