@@ -5,13 +5,36 @@ Ke, He & Liu 2021, "Rethinking Positional Encoding in Language Pre-training" (IC
 Positions are not added to the word embeddings. Word and position correlations are
 computed with separate projections and added, each scaled by 1/√(2d):
 
-    α_ij = (x_i W_Q)(x_j W_K)ᵀ / √(2d) + (p_i U_Q)(p_j U_K)ᵀ / √(2d) [+ b_{j−i}]
+    α_ij = (x_i W_Q)(x_j W_K)ᵀ / √(2d) + reset_θ(P)_ij [+ b_{bucket(j − i)}]
+    P_ij = (p_i U_Q)(p_j U_K)ᵀ / √(2d),      p_i = LayerNorm(position embedding i)
 
 The positional term does not depend on the content, so it is computed by one module
 shared by every layer of the stack (the paper shares it across layers); heads have
-their own U_Q, U_K slices. The [CLS] token (position 0) is untied from positions: its
-row (CLS → others, and CLS → CLS) is a learned θ₁ per head and its column (others →
-CLS) a learned θ₂ per head. TUPE-R adds T5's bucketed relative bias b_{j−i}.
+their own U_Q, U_K slices. TUPE-R adds T5's bucketed relative bias b (one learned
+value per head and bucket; bidirectional buckets in encoders, causal ones in causal
+stacks).
+
+Untying [CLS] (``untie_cls``) applies only where position 0 is a [CLS] token
+(``dims.first_token_cls``: the classification heads' encoders). There the paper's
+reset replaces the positional correlations of [CLS] by learned values per head,
+
+    reset_θ(P)_ij = θ₁ if i = 0 ([CLS] → everything, [CLS] → [CLS] included),
+                    θ₂ if i ≠ 0, j = 0 (others → [CLS]),
+                    P_ij otherwise,
+
+(θ₁, θ₂ are free parameters as in the paper; the official code computes them as the
+positional correlation of two extra position embeddings), and in TUPE-R [CLS] takes
+no relative bias either: as in the official code
+(github.com/guolinke/TUPE, ``transformer_sentence_encoder.py``: ``rp_bucket[:, 0] =
+rel_pos_bins``; ``rp_bucket[0, :] = rel_pos_bins // 2``, a bucket T5's bidirectional
+bucketing never produces) its row and column get buckets of their own,
+
+    b_ij = b_{→CLS} if i ≠ 0, j = 0;    b_{CLS→} if i = 0;    b_{bucket(j − i)} otherwise,
+
+so the bias table has ``num_buckets`` + 1 rows (+ 2 in a causal stack, whose buckets
+are all in use). Elsewhere (language models, decoders, translation encoders) position
+0 is an ordinary token: reset_θ(P) = P and b = b_{bucket(j − i)} everywhere, and no θ
+exists.
 """
 
 from __future__ import annotations
@@ -35,7 +58,9 @@ from attnbench.attention import (
 
 @dataclass
 class TupeOptions:
-    untie_cls: bool = True  # position 0 is [CLS]: give its row/column learned values θ₁, θ₂
+    # where inputs start with [CLS] (dims.first_token_cls): its row/column take learned θ₁, θ₂
+    # (and, in TUPE-R, buckets of their own); elsewhere position 0 is an ordinary position
+    untie_cls: bool = True
     relative: bool = False  # TUPE-R: add T5's bucketed relative position bias b_{j−i}
     num_buckets: int = 32  # TUPE-R: relative position buckets
     max_distance: int = 128  # TUPE-R: distances beyond this share the last bucket
@@ -75,10 +100,17 @@ class UntiedPositionalCorrelation(nn.Module):
         self.norm = nn.LayerNorm(dims.d_model)
         self.u_q = nn.Linear(dims.d_model, dims.n_heads * dims.head_dim)
         self.u_k = nn.Linear(dims.d_model, dims.n_heads * dims.head_dim)
-        self.theta = nn.Parameter(torch.zeros(2, dims.n_heads)) if options.untie_cls else None
-        self.rel_bias = (
-            nn.Embedding(options.num_buckets, dims.n_heads) if options.relative else None
-        )
+        self.untied = options.untie_cls and dims.first_token_cls  # position 0 is [CLS]
+        self.theta = nn.Parameter(torch.zeros(2, dims.n_heads)) if self.untied else None
+        self.rel_bias: nn.Embedding | None = None
+        if options.relative:
+            n = options.num_buckets
+            # [CLS]'s own buckets: others → [CLS] gets bucket n; [CLS] → others the bucket
+            # n // 2 that bidirectional bucketing leaves unused (official code), or n + 1
+            self.to_cls_bucket = n
+            self.from_cls_bucket = n // 2 if self.bidirectional else n + 1
+            extra = (1 if self.bidirectional else 2) if self.untied else 0
+            self.rel_bias = nn.Embedding(n + extra, dims.n_heads)
 
     def forward(self, pos_q: Tensor, pos_k: Tensor) -> Tensor:
         """(H, T, S) positional scores for query positions ``pos_q`` and key positions ``pos_k``."""
@@ -97,6 +129,9 @@ class UntiedPositionalCorrelation(nn.Module):
             buckets = relative_bucket(
                 rel, self.bidirectional, self.options.num_buckets, self.options.max_distance
             )
+            if self.untied:  # [CLS] row and column: their own buckets, not b_{j − i}
+                buckets = buckets.masked_fill((pos_k == 0)[None, :], self.to_cls_bucket)
+                buckets = buckets.masked_fill((pos_q == 0)[:, None], self.from_cls_bucket)
             scores = scores + self.rel_bias(buckets).permute(2, 0, 1)  # (H, T, S)
         return scores
 
@@ -119,7 +154,8 @@ class Tupe(MultiHeadAttention):
 
     def __init__(self, dims: AttentionDims, options: TupeOptions | None = None) -> None:
         super().__init__(dims, options)
-        key = f"tupe-positions-{self.options}"
+        # one per stack (whose layers share dims); keyed by what shapes the module too
+        key = f"tupe-positions-{self.options}-cls{dims.first_token_cls}-causal{dims.is_causal}"
         if key not in dims.shared:  # the first layer builds it, the others reuse it
             dims.shared[key] = UntiedPositionalCorrelation(dims, self.options)
         self.positional = dims.shared[key]
