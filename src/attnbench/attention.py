@@ -36,6 +36,55 @@ from torch import Tensor, nn
 from attnbench.options import build_options
 from attnbench.registry import Registry, RegistryError, caller_origin
 
+# ---------------------------------------------------------------------------------------
+# Position schemes (the profile's ``model.positions``)
+# ---------------------------------------------------------------------------------------
+# learned / sinusoidal: absolute positions added to the input embedding; rope: q and k of
+# each head rotated by their positions (MultiHeadAttention.forward); alibi: a per-head
+# linear distance penalty added to the scores (AttentionMask.bias); none: nothing (NoPE).
+POSITION_SCHEMES = ("learned", "sinusoidal", "rope", "alibi", "none")
+ABSOLUTE_SCHEMES = frozenset({"learned", "sinusoidal"})  # added to the input embedding
+INPUT_SCHEMES = ABSOLUTE_SCHEMES | {"none"}  # need nothing from the attention itself
+ROPE_BASE = 10000.0  # θ_i = base^(−2i/d_h) (Su et al. 2021)
+
+
+def rope_frequencies(head_dim: int, base: float = ROPE_BASE) -> Tensor:
+    """θ_i = base^(−2i/d_h) for i = 0 … d_h/2 − 1: (d_h/2,) float32 (RoFormer eq. 15)."""
+    if head_dim % 2:
+        raise ValueError(f"rope rotates pairs of dimensions: head_dim must be even, got {head_dim}")
+    return base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+
+
+def rope_rotate(x: Tensor, positions: Tensor, freqs: Tensor) -> Tensor:
+    """Rotate each pair (x_2i, x_2i+1) of ``x`` (…, n, d_h) by the angle p·θ_i.
+
+    ``positions``: (n,) the positions of the rows; ``freqs``: θ from
+    :func:`rope_frequencies`. RoFormer's R^d_{Θ,p} x (eq. 34): ⟨R_m q, R_n k⟩ depends on
+    q, k and m − n only. Angles are computed in float32, the product in ``x``'s dtype.
+    """
+    angles = positions.to(device=x.device, dtype=torch.float32)[:, None] * freqs.to(x.device)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)  # (n, d_h/2)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+
+
+def alibi_slopes(n_heads: int) -> Tensor:
+    """ALiBi's head-specific slopes m_h, (H,) float32 (Press, Smith & Lewis 2022, §3).
+
+    H a power of two: the geometric sequence m_h = 2^(−8h/H), h = 1 … H. Otherwise the
+    paper's rule: the slopes of the closest smaller power of two n, then every other slope
+    of the 2n-head sequence, first to last, until there are H.
+    """
+    if n_heads < 1:
+        raise ValueError(f"n_heads must be positive, got {n_heads}")
+
+    def geometric(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
+
+    closest = 1 << (n_heads.bit_length() - 1)  # the largest power of two ≤ H
+    slopes = geometric(closest) + geometric(2 * closest)[0::2][: n_heads - closest]
+    return torch.tensor(slopes, dtype=torch.float32)
+
 
 # ---------------------------------------------------------------------------------------
 # What a variant declares about itself
@@ -44,10 +93,21 @@ from attnbench.registry import Registry, RegistryError, caller_origin
 class Capabilities:
     """What a variant can do; tasks state what they need and :func:`check_support` compares.
 
-    ``positions`` says who encodes token order: ``"absolute"`` — the model adds its
-    position embeddings to the input (the usual case); ``"own"`` — the variant
-    encodes positions itself (relative or untied schemes) from ``ctx.positions``,
-    and the model adds nothing to the input.
+    ``positions`` says who encodes token order: ``"absolute"`` — the model applies the
+    profile's position scheme (``model.positions``, see :data:`POSITION_SCHEMES`);
+    ``"own"`` — the variant encodes positions itself (relative or untied schemes) from
+    ``ctx.positions``, and the model adds nothing to the input.
+
+    ``position_schemes`` lists the model-level schemes the variant runs with; a task
+    under any other scheme is ``n/a`` for it (:func:`check_support`). Unset (``None``),
+    it follows ``positions``: an ``"absolute"`` variant takes the schemes that only touch
+    the input (:data:`INPUT_SCHEMES`: learned, sinusoidal, none); an ``"own"`` variant
+    takes learned and sinusoidal, which it *replaces* by its own encoding (the default
+    profiles keep running it), and nothing else — RoPE, ALiBi or no positions would be a
+    second encoding on top of its own, or a claim it cannot honour. A variant declares
+    ``"rope"`` when it attends with the ``q, k`` that :meth:`MultiHeadAttention.forward`
+    rotates (scores from their dot products), and ``"alibi"`` when its scores go through
+    the mask's additive :meth:`AttentionMask.bias` (e.g. :func:`scaled_masked_softmax`).
     """
 
     causal: bool = True  # can mask the future (decoders, language modelling)
@@ -65,9 +125,25 @@ class Capabilities:
     exact_softmax: bool = False
     time_complexity: str = "O(n²·d)"
     memory_complexity: str = "O(n²)"
+    # model-level position schemes it runs with (None: from ``positions``, see above)
+    position_schemes: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        schemes = self.position_schemes
+        if schemes is None:
+            schemes = INPUT_SCHEMES if self.positions == "absolute" else ABSOLUTE_SCHEMES
+        schemes = frozenset(schemes)
+        unknown = sorted(schemes - set(POSITION_SCHEMES))
+        if unknown:
+            raise ValueError(
+                f"position_schemes {unknown} unknown; valid: {', '.join(POSITION_SCHEMES)}"
+            )
+        object.__setattr__(self, "position_schemes", schemes)
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["position_schemes"] = sorted(self.position_schemes or ())  # JSON: a sorted list
+        return out
 
 
 @dataclass(frozen=True)
@@ -86,6 +162,9 @@ class AttentionDims:
     # position 0 of every input is a [CLS] token (the classification heads' inputs); a
     # variant that treats [CLS] apart (TUPE's untying) does so only then
     first_token_cls: bool = False
+    # the model's position scheme (profile model.positions, one of POSITION_SCHEMES):
+    # MultiHeadAttention rotates q and k under "rope" (not in cross-attention)
+    position_scheme: str = "learned"
     # One dict per stack, the same object for every layer: a variant that shares
     # parameters across layers (TUPE's positional term, say) keeps them here.
     shared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -98,13 +177,19 @@ class AttentionMask:
     Dense variants call :meth:`allowed`; linear-time variants read ``causal`` and
     ``key_padding`` directly. ``memory_len`` counts keys that precede the current
     segment (Transformer-XL memory): query ``i`` sits at key position ``memory_len + i``.
+
+    ``alibi_slopes`` (H,) carries ALiBi (the ``alibi`` position scheme): a score bias
+    −m_h·|i − j| per head, part of :meth:`bias` (and so of :func:`scaled_masked_softmax`)
+    but not of :meth:`allowed`, which stays the boolean pattern; only variants that
+    declare ``"alibi"`` in ``Capabilities.position_schemes`` are built under it.
     """
 
     causal: bool = False
     key_padding: Tensor | None = None  # (B, S) bool, True = a real token
     memory_len: int = 0
-    # What :meth:`allowed`, :meth:`bias` and :meth:`has_empty_rows` built, so the layers of
-    # a stack (which share one mask per forward) build each once.
+    alibi_slopes: Tensor | None = None  # (H,) ALiBi slopes m_h, or None (no ALiBi)
+    # What :meth:`allowed`, :meth:`bias`, :meth:`position_bias` and :meth:`has_empty_rows`
+    # built, so the layers of a stack (which share one mask per forward) build each once.
     _cache: dict[tuple[Any, ...], Any] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -112,11 +197,19 @@ class AttentionMask:
     def _cached(self, key: tuple[Any, ...], build: Any) -> Any:
         # keyed by the fields too, so a mask whose fields change is rebuilt; the cache
         # keeps key_padding alive, so its id() cannot be reused by another tensor
-        pad = self.key_padding
-        full = (*key, self.causal, self.memory_len, id(pad), None if pad is None else pad._version)
+        pad, slopes = self.key_padding, self.alibi_slopes
+        full = (
+            *key,
+            self.causal,
+            self.memory_len,
+            id(pad),
+            None if pad is None else pad._version,
+            id(slopes),
+            None if slopes is None else slopes._version,
+        )
         hit = self._cache.get(full)
         if hit is None:
-            hit = self._cache[full] = (pad, build())
+            hit = self._cache[full] = ((pad, slopes), build())
         return hit[1]
 
     def allowed(self, q_len: int, k_len: int, device: torch.device) -> Tensor | None:
@@ -132,20 +225,46 @@ class AttentionMask:
     def bias(
         self, q_len: int, k_len: int, device: torch.device, dtype: torch.dtype
     ) -> Tensor | None:
-        """Additive mask broadcastable to (B, H, T, S): 0 where allowed, −∞ elsewhere.
+        """Additive mask broadcastable to (B, H, T, S): 0 where allowed, −∞ elsewhere,
+        plus the ALiBi term (:meth:`position_bias`) when the mask carries one.
 
-        ``None`` means everything is allowed. ``scores + bias`` equals
-        ``scores.masked_fill(~allowed, -inf)`` exactly, and its gradient needs no mask.
+        ``None`` means everything is allowed and there is no ALiBi. Without ALiBi,
+        ``scores + bias`` equals ``scores.masked_fill(~allowed, -inf)`` exactly, and its
+        gradient needs no mask.
         """
 
         def build() -> Tensor | None:
             allowed = self.allowed(q_len, k_len, device)
+            alibi = self.position_bias(q_len, k_len, device, dtype)
             if allowed is None:
-                return None
-            zeros = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-            return zeros.masked_fill_(~allowed, float("-inf"))
+                return alibi
+            if alibi is None:
+                zeros = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+                return zeros.masked_fill_(~allowed, float("-inf"))
+            return alibi.masked_fill(~allowed, float("-inf"))  # (B | 1, H, T, S)
 
         return self._cached(("bias", q_len, k_len, torch.device(device), dtype), build)
+
+    def position_bias(
+        self, q_len: int, k_len: int, device: torch.device, dtype: torch.dtype
+    ) -> Tensor | None:
+        """ALiBi's score bias (1, H, T, S): −m_h·|i − j|, or ``None`` without ALiBi.
+
+        Query i sits at key position ``memory_len + i``. Under a causal mask the allowed
+        keys have j ≤ i, where this is the paper's −m_h·(i − j); the others are masked.
+        """
+        given = self.alibi_slopes
+        if given is None:
+            return None
+
+        def build() -> Tensor:
+            q_pos = torch.arange(q_len, device=device)[:, None] + self.memory_len
+            k_pos = torch.arange(k_len, device=device)[None, :]
+            distance = (q_pos - k_pos).abs().to(torch.float32)  # (T, S)
+            slopes = given.to(device=device, dtype=torch.float32)  # (H,)
+            return (-slopes[:, None, None] * distance)[None].to(dtype)  # (1, H, T, S)
+
+        return self._cached(("alibi", q_len, k_len, torch.device(device), dtype), build)
 
     def has_empty_rows(self, q_len: int, k_len: int, device: torch.device) -> bool:
         """Whether some query has no allowed key (a fully padded sequence, say).
@@ -299,6 +418,11 @@ class MultiHeadAttention(Attention):
         self.v_proj = nn.Linear(dims.d_model, inner)
         self.out_proj = nn.Linear(inner, dims.d_model)
         self.attn_dropout = nn.Dropout(dims.dropout)
+        rope = dims.position_scheme == "rope" and not dims.is_cross  # self-attention only
+        self.rope_freqs: Tensor | None  # θ_i under RoPE, else None (a buffer: follows .to())
+        self.register_buffer(
+            "rope_freqs", rope_frequencies(dims.head_dim) if rope else None, persistent=False
+        )
 
     @classmethod
     def kv_cache_size(cls, options: Any, dims: AttentionDims) -> int | None:
@@ -318,6 +442,7 @@ class MultiHeadAttention(Attention):
         q = self.split_heads(self.q_proj(x))  # (B, H, T, dh)
         k = self.split_heads(self.k_proj(kv))  # (B, H, S, dh)
         v = self.split_heads(self.v_proj(kv))  # (B, H, S, dh)
+        q, k = self.rotate(q, k, ctx)  # RoPE, when the model's scheme is rope
         out, weights = self.attend(q, k, v, ctx)  # (B, H, T, dh), (B, H, T, S) | None
         return AttentionOutput(
             out=self.project_out(out, ctx.head_mask),
@@ -327,6 +452,38 @@ class MultiHeadAttention(Attention):
     def project_out(self, out: Tensor, head_mask: Tensor | None) -> Tensor:
         """(B, H, T, dh) per-head outputs → (B, T, d_model), honouring the head mask."""
         return project_heads(out, self.out_proj, head_mask)
+
+    def rotate(self, q: Tensor, k: Tensor, ctx: AttentionContext) -> tuple[Tensor, Tensor]:
+        """RoPE (``dims.position_scheme == "rope"``): q and k rotated by their positions.
+
+        Queries sit at ``ctx.positions`` (default 0 … T − 1, after ``memory_len``
+        earlier keys); keys of self-attention at the same positions, memory keys
+        (S = memory_len + T) contiguously before them. Cross-attention and the other
+        schemes return q, k unchanged (no work). A variant that overrides ``forward``
+        calls this itself before it declares ``"rope"``.
+        """
+        freqs = self.rope_freqs
+        if freqs is None:
+            return q, k
+        if freqs.dtype != torch.float32:  # a model cast to half precision: θ from scratch
+            freqs = rope_frequencies(self.dims.head_dim).to(q.device)
+        t, s = q.shape[-2], k.shape[-2]
+        memory = ctx.mask.memory_len
+        q_pos = ctx.positions
+        if q_pos is None:
+            q_pos = torch.arange(t, device=q.device) + memory
+        q_pos = q_pos.reshape(t).to(q.device)
+        if s == t:
+            k_pos = q_pos
+        elif s == memory + t:
+            before = q_pos[:1] - memory + torch.arange(memory, device=q.device)
+            k_pos = torch.cat([before, q_pos])
+        else:
+            raise ValueError(
+                f"rope: {s} keys for {t} queries and memory_len {memory}; self-attention "
+                "needs S = T or S = memory_len + T"
+            )
+        return rope_rotate(q, q_pos, freqs), rope_rotate(k, k_pos, freqs)
 
     def attend(
         self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext
@@ -369,14 +526,18 @@ def scaled_masked_softmax(scores: Tensor, mask: AttentionMask, scale: float = 1.
     with the mask's cached additive :meth:`AttentionMask.bias`), and the all-zero fix-up
     of queries without an allowed key runs only when the mask has such queries. The
     weights and their gradients are :func:`masked_softmax`'s (0 + a·x rounds as a·x, and
-    −∞ + a·x is −∞; identical on CPU in the tests).
+    −∞ + a·x is −∞; identical on CPU in the tests). A mask with ALiBi adds its
+    :meth:`AttentionMask.position_bias` to the scaled scores (the paper's
+    softmax(q_i Kᵀ/√d + m·[−(i − 1), …, 0])).
     """
     t, s = scores.shape[-2:]
     bias = mask.bias(t, s, scores.device, scores.dtype)
     if bias is None:
         return F.softmax(scores * scale if scale != 1.0 else scores, dim=-1)
     if mask.has_empty_rows(t, s, scores.device):
-        return masked_softmax(scores * scale, mask.allowed(t, s, scores.device))
+        alibi = mask.position_bias(t, s, scores.device, scores.dtype)
+        scaled = scores * scale if alibi is None else torch.add(alibi, scores, alpha=scale)
+        return masked_softmax(scaled, mask.allowed(t, s, scores.device))
     return F.softmax(torch.add(bias, scores, alpha=scale), dim=-1)
 
 
@@ -526,6 +687,11 @@ class Requirements:
     padding_mask: bool = False
     variable_length: bool = False  # True: the task cannot pad its inputs to one fixed length
     max_len: int = 0
+    # the model's position scheme (profile model.positions; attnbench.job.build_job sets it)
+    position_scheme: str = "learned"
+    # some self-attention of the task's model sees both directions (an encoder), even if
+    # another part is causal (translation); not causal implies it
+    bidirectional: bool = False
 
 
 def check_support(caps: Capabilities, req: Requirements) -> str | None:
@@ -540,4 +706,30 @@ def check_support(caps: Capabilities, req: Requirements) -> str | None:
         return "needs variable-length inputs; this variant needs fixed-length ones"
     if caps.max_length is not None and req.max_len > caps.max_length:
         return f"needs length {req.max_len}; this variant supports at most {caps.max_length}"
-    return None
+    return check_position_scheme(caps, req)
+
+
+def check_position_scheme(caps: Capabilities, req: Requirements) -> str | None:
+    """``None`` if a variant with ``caps`` runs under ``req.position_scheme``, else why not.
+
+    Worded like :func:`check_support`'s reasons: "[the task] needs …".
+    """
+    scheme = req.position_scheme
+    if scheme == "none" and (req.bidirectional or not req.causal):
+        return (
+            "needs position scheme 'none' (NoPE) in a bidirectional (non-causal) stack, "
+            "which without positions is permutation-invariant: NoPE needs a causal model"
+        )
+    schemes = caps.position_schemes or frozenset()
+    if scheme in schemes:
+        return None
+    supported = ", ".join(s for s in POSITION_SCHEMES if s in schemes) or "(none)"
+    if caps.positions == "own":
+        return (
+            f"needs position scheme {scheme!r}; this variant encodes positions itself, "
+            f"in place of only: {supported}"
+        )
+    return (
+        f"needs position scheme {scheme!r}, which this variant does not declare "
+        f"(it supports: {supported})"
+    )

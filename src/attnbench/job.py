@@ -7,10 +7,16 @@ fixed padding length, the length of a recurrent memory, who does cross-attention
 travels as :class:`attnbench.tasks.base.TaskSetup`, derived here from what the variant
 declares; the task never learns a variant's name or option names, and nothing changes
 the task after it is built.
+
+The model's position scheme (``model.positions``) is part of what the task needs from
+the variant: :func:`job_requirements` adds it to the task's requirements, so a variant
+that does not declare the scheme, or NoPE on a model with a bidirectional stack, is an
+``n/a`` pair with its reason like any other capability.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +40,9 @@ from attnbench.tasks.base import Task, TaskSetup, get_task, make_data_config
 PREPARED_MARKER = "prepared.json"
 STATE_ELEMENT_BYTES = 4  # states and caches are counted in float32, the parameters' dtype
 SPLITS = ("train", "val", "test")  # every task has these, none of them empty
+# Task heads (Task.head) whose model is one causal stack; every other head reads its input
+# with a bidirectional encoder (attnbench.model.Encoder), translation's included
+DECODER_ONLY_HEADS = frozenset({"lm"})
 
 
 class JobError(ValueError):
@@ -51,6 +60,15 @@ def compatible_variants(req: Requirements) -> list[str]:
     return [
         name for name, spec in VARIANTS.items() if check_support(spec.capabilities, req) is None
     ]
+
+
+def job_requirements(task: Task, model: ModelConfig) -> Requirements:
+    """What the job needs from the variant: the task's requirements, under the model's
+    position scheme, and whether the task's model has a bidirectional stack (a task
+    may say so itself; otherwise its head decides, see :data:`DECODER_ONLY_HEADS`)."""
+    req = task.requirements()
+    bidirectional = req.bidirectional or not req.causal or task.head not in DECODER_ONLY_HEADS
+    return dataclasses.replace(req, position_scheme=model.positions, bidirectional=bidirectional)
 
 
 def task_setup(
@@ -85,6 +103,11 @@ class Job:
     def build_model(self) -> nn.Module:
         """A fresh model; seed the random generators first (weights are drawn here)."""
         return self.task.build_model(self.model_config, self.variant, self.cfg["variant_options"])
+
+    def requirements(self) -> Requirements:
+        """What this job needs from a variant (:func:`job_requirements`): the task's
+        requirements under the model's position scheme, as ``na_reason`` was decided."""
+        return job_requirements(self.task, self.model_config)
 
     def _dims(self) -> AttentionDims:
         m = self.model_config
@@ -133,7 +156,7 @@ def build_job(
     setup = task_setup(spec, cfg["variant_options"], model_cfg, reference)
     task_cls = get_task(cfg["task"])
     task = task_cls(make_data_config(task_cls, cfg["data"]), setup)
-    reason = check_support(spec.capabilities, task.requirements())
+    reason = check_support(spec.capabilities, job_requirements(task, model_cfg))
     if reason is None and data_dir is not None:
         if profile is not None:
             check_prepared(profile, cfg["task"], data_dir)

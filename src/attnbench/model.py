@@ -6,6 +6,15 @@ here knows or tests a variant's name. What differs between variants reaches the
 model only through their declared :class:`Capabilities` (e.g. whether the model
 adds absolute positions to the input).
 
+Positions are a model-level axis (``ModelConfig.positions``, the profile's
+``model.positions``): ``learned`` and ``sinusoidal`` are added to the input embedding,
+``rope`` reaches the attention as ``AttentionDims.position_scheme`` (each head's q and k
+rotated in :meth:`attnbench.attention.MultiHeadAttention.forward`), ``alibi`` as the
+slopes on the stack's :class:`AttentionMask` (a score bias), ``none`` adds nothing. A
+variant that encodes positions itself (``capabilities.positions == "own"``) gets nothing
+added; a stack refuses a scheme its variant does not declare in
+``capabilities.position_schemes`` (the job runner makes such a pair ``n/a`` first).
+
 Layout (pre-LN by default, Xiong et al. 2020)::
 
     x → x + Attn(LN(x)) → x + CrossAttn(LN(x), memory) → x + FFN(LN(x))
@@ -28,11 +37,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnbench.attention import (
+    ABSOLUTE_SCHEMES,
+    POSITION_SCHEMES,
     AttentionContext,
     AttentionDims,
     AttentionMask,
     AttentionOutput,
     VariantSpec,
+    alibi_slopes,
 )
 
 
@@ -47,7 +59,9 @@ class ModelConfig:
     head_dim: int | None = None  # None: d_model // n_heads
     dropout: float = 0.1  # on embeddings, residual branches and FFN
     attention_dropout: float = 0.0  # on attention weights
-    positions: str = "learned"  # "learned" | "sinusoidal" (ignored if the variant owns positions)
+    # "learned" | "sinusoidal" (added to the input) | "rope" | "alibi" | "none"; a variant
+    # that owns its positions replaces learned/sinusoidal and runs with nothing else
+    positions: str = "learned"
     norm_first: bool = True  # pre-LN (True) or post-LN (False)
     pooling: str = "mean"  # "mean" | "cls" | "attentive" (classification heads)
     attentive_hops: int = 4  # attentive pooling: r attention hops (Lin et al. 2017)
@@ -68,8 +82,13 @@ class ModelConfig:
                     f"({self.n_heads}), or set model.head_dim"
                 )
             self.head_dim = self.d_model // self.n_heads
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ValueError(
+                f"model.positions='rope' rotates pairs of dimensions: head_dim "
+                f"({self.head_dim}) must be even"
+            )
         choices = {
-            "positions": ("learned", "sinusoidal"),
+            "positions": POSITION_SCHEMES,
             "pooling": ("mean", "cls", "attentive"),
             "activation": ("gelu", "relu"),
         }
@@ -128,6 +147,10 @@ class Embedding(nn.Module):
         self.add_positions = add_positions
         self.max_len = cfg.max_len
         self.positions: nn.Module | None = None
+        if add_positions and cfg.positions not in ABSOLUTE_SCHEMES:
+            raise ValueError(
+                f"model.positions={cfg.positions!r} adds nothing to the input embedding"
+            )
         if add_positions and cfg.positions == "learned":
             self.positions = nn.Embedding(cfg.max_len, cfg.d_model)
         elif add_positions:
@@ -149,6 +172,22 @@ class Embedding(nn.Module):
             pos = torch.arange(offset, offset + length, device=ids.device)
             x = x + (self.positions(pos) if self.positions is not None else self.sinusoid[pos])
         return self.dropout(x)
+
+
+def adds_input_positions(cfg: ModelConfig, variant: VariantSpec) -> bool:
+    """Whether the input embedding adds positions: an absolute scheme (learned,
+    sinusoidal), and a variant that leaves positions to the model."""
+    return variant.capabilities.positions == "absolute" and cfg.positions in ABSOLUTE_SCHEMES
+
+
+def check_position_scheme(cfg: ModelConfig, variant: VariantSpec) -> None:
+    """Refuse to build ``variant`` under a scheme it does not declare (it would ignore it)."""
+    schemes = variant.capabilities.position_schemes or frozenset()
+    if cfg.positions not in schemes:
+        raise ValueError(
+            f"variant {variant.name!r} does not support model.positions={cfg.positions!r} "
+            f"(its capabilities.position_schemes: {', '.join(sorted(schemes)) or '(none)'})"
+        )
 
 
 class TransformerLayer(nn.Module):
@@ -219,6 +258,14 @@ class TransformerStack(nn.Module):
         self.cfg = cfg
         self.causal = causal
         assert cfg.head_dim is not None
+        check_position_scheme(cfg, variant)
+        # ALiBi's slopes ride on the stack's self-attention mask (none in cross-attention)
+        self.alibi_slopes: Tensor | None
+        self.register_buffer(
+            "alibi_slopes",
+            alibi_slopes(cfg.n_heads) if cfg.positions == "alibi" else None,
+            persistent=False,
+        )
         layers = []
         shared: dict[str, Any] = {}  # parameters a variant shares across this stack's layers
         cross_shared: dict[str, Any] = {}
@@ -233,6 +280,7 @@ class TransformerStack(nn.Module):
                 n_layers=cfg.n_layers,
                 is_causal=causal,
                 first_token_cls=first_token_cls,
+                position_scheme=cfg.positions,
                 shared=shared,
             )
             cross = None
@@ -262,7 +310,9 @@ class TransformerStack(nn.Module):
         aux: Tensor | None = None
         weights: list[Tensor | None] = []
         new_state: list[Any] = []
-        mask = AttentionMask(causal=self.causal, key_padding=key_padding)
+        mask = AttentionMask(
+            causal=self.causal, key_padding=key_padding, alibi_slopes=self.alibi_slopes
+        )
         cross_mask = AttentionMask(causal=False, key_padding=memory_padding)
         for i, layer in enumerate(self.layers):
             ctx = AttentionContext(
@@ -375,7 +425,7 @@ class Encoder(nn.Module):
         first_token_cls: bool = False,
     ):
         super().__init__()
-        self.embed = Embedding(vocab_size, cfg, variant.capabilities.positions == "absolute")
+        self.embed = Embedding(vocab_size, cfg, adds_input_positions(cfg, variant))
         self.stack = TransformerStack(cfg, variant, options, first_token_cls=first_token_cls)
 
     def forward(self, ids: Tensor, key_padding: Tensor | None, **kwargs: Any) -> StackOutput:
@@ -441,7 +491,7 @@ class LanguageModel(nn.Module):
 
     def __init__(self, vocab_size: int, cfg: ModelConfig, variant: VariantSpec, options=None):
         super().__init__()
-        self.embed = Embedding(vocab_size, cfg, variant.capabilities.positions == "absolute")
+        self.embed = Embedding(vocab_size, cfg, adds_input_positions(cfg, variant))
         self.stack = TransformerStack(cfg, variant, options, causal=True)
         self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -474,9 +524,7 @@ class EncoderDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = Encoder(vocab_size, cfg, variant, options)
-        self.decoder_embed = Embedding(
-            vocab_size, cfg, variant.capabilities.positions == "absolute"
-        )
+        self.decoder_embed = Embedding(vocab_size, cfg, adds_input_positions(cfg, variant))
         self.decoder_embed.tokens = self.encoder.embed.tokens  # shared vocabulary
         self.decoder = TransformerStack(
             cfg,

@@ -101,6 +101,7 @@ class BigBirdAttention(BlockSparseAttention):
         cross_attention=False,
         padding_mask=True,
         variable_length=False,
+        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope"}),
         time_complexity="O(n·(3 + r + g)·b·d)",
         memory_complexity="O(n·(3 + r + g)·b)",
     )

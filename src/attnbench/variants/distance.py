@@ -80,6 +80,7 @@ class DistanceAttention(MultiHeadAttention):
         causal=True,
         cross_attention=False,  # no distance between tokens of two different sequences
         padding_mask=True,
+        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope"}),
         time_complexity="O(n²·d)",
         memory_complexity="O(n²)",
     )

@@ -372,6 +372,7 @@ class Entmax(MultiHeadAttention):
         causal=True,
         cross_attention=True,
         padding_mask=True,
+        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope", "alibi"}),
         time_complexity="O(n²·(d + log n))",  # sort-based; bisection: O(n²·(d + n_iter))
         memory_complexity="O(n²)",
     )

@@ -81,6 +81,7 @@ class FusedAttention(MultiHeadAttention):
         cross_attention=True,
         padding_mask=True,
         exact_softmax=True,
+        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope"}),
         time_complexity="O(n²·d)",
         memory_complexity="O(n) with the flash/efficient kernels; O(n²) on the math fallback",
     )

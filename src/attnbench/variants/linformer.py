@@ -62,6 +62,7 @@ class Linformer(MultiHeadAttention):
         cross_attention=False,
         padding_mask=True,
         variable_length=False,
+        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope"}),
         time_complexity="O(n·k·d)",
         memory_complexity="O(n·k)",
     )

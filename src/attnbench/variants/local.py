@@ -76,6 +76,7 @@ class LocalAttention(BlockSparseAttention):
         causal=True,
         cross_attention=False,
         padding_mask=True,
+        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope"}),
         time_complexity="O(n·w·d)",
         memory_complexity="O(n·w)",
     )

@@ -109,6 +109,7 @@ class Nystromformer(MultiHeadAttention):
         causal=False,
         cross_attention=False,
         padding_mask=True,
+        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope"}),
         time_complexity="O(n·m·d + m³)",
         memory_complexity="O(n·m)",
     )

@@ -148,6 +148,7 @@ class SparseTransformerAttention(BlockSparseAttention):
         causal=True,
         cross_attention=False,
         padding_mask=True,
+        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope"}),
         time_complexity="O(n·(l + n/l)·d)",
         memory_complexity="O(n·(l + n/l))",
     )

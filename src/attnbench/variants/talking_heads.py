@@ -69,6 +69,7 @@ class TalkingHeads(MultiHeadAttention):
         causal=True,
         cross_attention=True,
         padding_mask=True,
+        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope"}),
         time_complexity="O(n²·(d + h²))",  # QKᵀ and AV, plus the two h×h mixes
         memory_complexity="O(n²)",
     )

@@ -89,6 +89,7 @@ class TopK(MultiHeadAttention):
         causal=True,
         cross_attention=True,
         padding_mask=True,
+        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope"}),
         time_complexity="O(n²·d)",  # plus O(n² log k) for the selection
         memory_complexity="O(n²)",
     )

@@ -36,6 +36,7 @@ class Vanilla(MultiHeadAttention):
         cross_attention=True,
         padding_mask=True,
         exact_softmax=True,
+        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope", "alibi"}),
         time_complexity="O(n²·d)",
         memory_complexity="O(n²)",
     )
