@@ -243,6 +243,8 @@ def test_attention_statistics_on_constructed_weights() -> None:
     entropy_rows = [-2 * 0.5 * math.log(0.5), 0.0, -(0.2 * math.log(0.2) + 0.3 * math.log(0.3))]
     assert stats["layers"][0]["entropy"] == pytest.approx(sum(entropy_rows) / 3)
     assert attention_statistics([None], allowed)["available"] is False
+    signed = attention_statistics([w, w - 0.25], allowed)  # retention, differential maps
+    assert signed["available"] is False and "signed" in signed["reason"]
 
 
 def test_head_diversity_is_jensen_shannon_distance() -> None:

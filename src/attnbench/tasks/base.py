@@ -359,6 +359,13 @@ def attention_statistics(weights: list[Tensor | None], allowed: Tensor) -> dict[
     """
     if not weights or any(w is None for w in weights):
         return {"available": False, "reason": "the variant does not return attention weights"}
+    if any(bool((w < 0).any()) for w in weights if w is not None):
+        # retention or a difference of softmax maps: entropy and Jensen–Shannon distances
+        # are defined for distributions only
+        return {
+            "available": False,
+            "reason": "the variant's weights are signed (not a distribution over keys)",
+        }
     layers = []
     for w in weights:
         assert w is not None
