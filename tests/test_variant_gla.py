@@ -355,8 +355,12 @@ def test_capabilities_and_support() -> None:
     assert caps.causal and caps.recurrent and caps.padding_mask and caps.variable_length
     assert not caps.cross_attention
     assert check_support(caps, Requirements(causal=True, padding_mask=True)) is None
-    reason = check_support(caps, Requirements(cross_attention=True))
+    reason = check_support(caps, Requirements(causal=True, cross_attention=True))
     assert reason is not None and "cross-attention" in reason
+    assert not caps.bidirectional  # an encoder task (non-causal, or with an encoder) is n/a
+    for req in (Requirements(), Requirements(causal=True, bidirectional=True)):
+        reason = check_support(caps, req)
+        assert reason is not None and "left to right" in reason
     assert GatedLinearAttention.decay_exempt == ()  # the gate matrices are ordinary weights
 
 

@@ -111,6 +111,9 @@ class Capabilities:
     """
 
     causal: bool = True  # can mask the future (decoders, language modelling)
+    # can see both directions (an encoder's self-attention); False: causal by construction
+    # (a left-to-right recurrence), so a task whose model has an encoder gets n/a
+    bidirectional: bool = True
     cross_attention: bool = True  # keys/values from another sequence of another length
     padding_mask: bool = True  # honours a key padding mask (variable-length batches)
     positions: str = "absolute"  # "absolute" | "own"
@@ -698,6 +701,11 @@ def check_support(caps: Capabilities, req: Requirements) -> str | None:
     """``None`` if a variant with ``caps`` can run a task needing ``req``, else the reason."""
     if req.causal and not caps.causal:
         return "needs causal masking, which this variant cannot do"
+    if (req.bidirectional or not req.causal) and not caps.bidirectional:
+        return (
+            "needs a bidirectional encoder; this variant reads left to right only "
+            "(causal by construction)"
+        )
     if req.cross_attention and not caps.cross_attention:
         return "needs cross-attention, which this variant cannot do"
     if req.padding_mask and not caps.padding_mask:

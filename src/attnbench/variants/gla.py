@@ -68,11 +68,10 @@ Left out, and why:
   the function computed; here everything runs in float32 or wider.
 * Bias-free projections: the projections keep biases, like every other variant's here
   (W_O's bias is also what the head mask drops when every head is off).
-* Bidirectional use: GLA is causal by construction (a recurrence). The capabilities can
-  only declare that it *can* mask the future; asked for non-causal attention (an
-  encoder) it still reads the sequence left to right, so a bidirectional task gets a
-  unidirectional reader. Cross-attention is not supported (the gate and state are those
-  of one sequence read in order).
+* Bidirectional use: GLA is causal by construction (a recurrence), so its capabilities
+  declare ``bidirectional=False`` and a task whose model has an encoder (classification,
+  translation) gets ``n/a`` with that reason. Cross-attention is not supported (the gate
+  and state are those of one sequence read in order).
 * Attention weights: the implied matrix of (2) is signed and unnormalised, not a
   distribution, so ``need_weights`` returns none.
 
@@ -219,6 +218,7 @@ class GatedLinearAttention(Attention):
     Options = GLAOptions
     capabilities = Capabilities(
         causal=True,
+        bidirectional=False,
         cross_attention=False,
         padding_mask=True,
         recurrent=True,
