@@ -62,8 +62,8 @@ def cmd_variants(args: argparse.Namespace) -> int:
         return 0
     yes = {True: "yes", False: "no"}
     if args.markdown:
-        columns = ("variant", "preset of", "paper", "causal", "cross", "pad mask")
-        columns += ("positions", "time", "memory")
+        columns = ("variant", "preset of", "paper", "causal", "encoder", "cross", "pad mask")
+        columns += ("positions", "schemes", "time", "memory")
         print("| " + " | ".join(columns) + " |")
         print("|" + "---|" * len(columns))
         for r in rows:
@@ -73,9 +73,11 @@ def cmd_variants(args: argparse.Namespace) -> int:
                 f"`{r['preset_of']}`" if r["preset_of"] else "canonical",
                 r["paper"].replace("|", "\\|"),
                 yes[c["causal"]],
+                yes[c["bidirectional"]],
                 yes[c["cross_attention"]],
                 yes[c["padding_mask"]],
                 c["positions"] + (", recurrent" if c["recurrent"] else ""),
+                ", ".join(c["position_schemes"] or []),
                 c["time_complexity"],
                 c["memory_complexity"],
             )
