@@ -196,6 +196,22 @@ def test_default_profile_dry_run_schedules_every_pair(workdir: Path) -> None:
     assert counts["leaderboard"] == 1
 
 
+@pytest.mark.e2e
+def test_a_fresh_clone_with_committed_results_runs_the_sweep_again(workdir: Path) -> None:
+    """The committed leaderboard and sweep summary, without their records (git-ignored),
+    must not make Snakemake skip the sweep: its records are the leaderboard's inputs."""
+    committed = REPO / "results"
+    for item in ("bench", "plots"):
+        if (committed / item).is_dir():
+            shutil.copytree(committed / item, workdir / "results" / item)
+    for item in ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "manifest.json"):
+        if (committed / item).is_file():
+            shutil.copy(committed / item, workdir / "results" / item)
+    assert (workdir / "results" / "bench" / "default" / "summary.md").is_file()
+    counts = job_counts(snakemake(workdir, "-n").stdout)
+    assert counts.get("bench", 0) >= 1 and counts["bench_summary"] == 1
+
+
 def two_task_profile(out_dir: Path, group: bool) -> dict:
     """The workflow profile with two tasks and two variants (for dry runs only)."""
     profile = workflow_profile(out_dir)

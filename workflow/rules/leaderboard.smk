@@ -2,11 +2,14 @@
 # self-contained HTML, figures and the reproducibility manifest. The head-ablation
 # outputs are inputs so that their heat maps are drawn too. `snakemake --report
 # report.html` embeds the outputs marked with report() below, with their captions.
+# The sweep's records are inputs too, not only its summary: a fresh clone has the
+# committed summary but no records, and the sweep must then run again.
 rule leaderboard:
     input:
         records=ALL_RECORDS,
         ablations=HEAD_ABLATIONS,
         bench=rules.bench_summary.output.md,
+        bench_records=rules.bench_summary.input,
     output:
         md=report(
             f"{OUT}/leaderboard.md",
