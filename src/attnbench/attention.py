@@ -429,7 +429,11 @@ class MultiHeadAttention(Attention):
 
     @classmethod
     def kv_cache_size(cls, options: Any, dims: AttentionDims) -> int | None:
-        """Every past key and value of every head: 2 · heads · head_dim elements per token."""
+        """Every past key and value of every head: 2 · heads · head_dim elements per token;
+        ``None`` for a variant that decodes from a fixed-size state (it declares
+        :meth:`state_size` and keeps no positional memory, :meth:`memory_len`)."""
+        if cls.state_size(options, dims) is not None and cls.memory_len(options) == 0:
+            return None
         return 2 * dims.n_heads * dims.head_dim
 
     def split_heads(self, t: Tensor) -> Tensor:

@@ -344,11 +344,6 @@ class DeltaNet(MultiHeadAttention):
         conv = 3 * inner * (options.conv_size - 1) if options.short_conv else 0
         return inner * dims.head_dim + conv
 
-    @classmethod
-    def kv_cache_size(cls, options: DeltaNetOptions, dims: AttentionDims) -> None:
-        """None: decoding reads the fixed-size state (:meth:`state_size`), not a cache."""
-        return None
-
     def __init__(self, dims: AttentionDims, options: DeltaNetOptions | None = None) -> None:
         super().__init__(dims, options)
         self.options: DeltaNetOptions

@@ -236,11 +236,6 @@ class GatedLinearAttention(Attention):
         """Per head the d_k × d_v state S (no normaliser z: GLA has none)."""
         return dims.n_heads * key_dim(options, dims.head_dim) * dims.head_dim
 
-    @classmethod
-    def kv_cache_size(cls, options: GLAOptions, dims: AttentionDims) -> None:
-        """None: decoding reads the fixed-size state (:meth:`state_size`), not a cache."""
-        return None
-
     def __init__(self, dims: AttentionDims, options: GLAOptions | None = None) -> None:
         super().__init__(dims, options)
         self.options: GLAOptions

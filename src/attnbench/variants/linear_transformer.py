@@ -88,11 +88,6 @@ class LinearAttention(MultiHeadAttention):
     )
 
     @classmethod
-    def kv_cache_size(cls, options: LinearOptions, dims: AttentionDims) -> None:
-        """None: decoding reads the fixed-size state (:meth:`state_size`), not a cache."""
-        return None
-
-    @classmethod
     def state_size(cls, options: LinearOptions, dims: AttentionDims) -> int:
         """Per head, the running S = Σ φ(k)vᵀ (d_k × d_v) and z = Σ φ(k) (d_k)."""
         d = dims.head_dim

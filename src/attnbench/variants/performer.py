@@ -132,11 +132,6 @@ class Performer(MultiHeadAttention):
     )
 
     @classmethod
-    def kv_cache_size(cls, options: PerformerOptions, dims: AttentionDims) -> None:
-        """None: decoding reads the fixed-size state (:meth:`state_size`), not a cache."""
-        return None
-
-    @classmethod
     def state_size(cls, options: PerformerOptions, dims: AttentionDims) -> int:
         """Per head, the running Σ φ(k)vᵀ (m × d_v) and Σ φ(k) (m), m random features."""
         m = options.n_features

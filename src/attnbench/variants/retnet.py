@@ -451,11 +451,6 @@ class RetNet(MultiHeadAttention):
             return dims.n_heads * d * (d + 1) + 1
         return dims.n_heads * d * d
 
-    @classmethod
-    def kv_cache_size(cls, options: RetNetOptions, dims: AttentionDims) -> None:
-        """None: decoding reads the fixed-size state (:meth:`state_size`), not a cache."""
-        return None
-
     def __init__(self, dims: AttentionDims, options: RetNetOptions | None = None) -> None:
         super().__init__(dims, options)
         self.options: RetNetOptions
