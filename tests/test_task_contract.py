@@ -33,6 +33,7 @@ from attnbench.data.parallel import bible_chapter_split
 from attnbench.job import PREPARED_MARKER, Job, build_job
 from attnbench.runner import prepare_data
 from attnbench.tasks.base import Batch, Evaluation, Task, task_names
+from attnbench.tasks.diagnostics import DiagnosticTask
 from attnbench.tasks.lm import LanguageModelling
 
 CPU = torch.device("cpu")
@@ -190,6 +191,38 @@ def _bible_pairs(src: Path) -> dict[str, Any]:
     return {"data": data}
 
 
+def _mqar(src: Path) -> dict[str, Any]:
+    """Generated, two training settings and a third only in the test splits."""
+    data = {
+        "vocab_size": 64,
+        "train_settings": [[16, 2], [24, 4]],
+        "test_settings": [[16, 2], [32, 6]],
+        "n_train": 12,
+        "n_val": 4,
+        "n_test": 4,
+    }
+    return {"data": data}
+
+
+def _mad(knobs: dict[str, Any]) -> Callable[[Path], dict[str, Any]]:
+    """A MAD task, generated at a short length with a few examples."""
+
+    def tiny(src: Path) -> dict[str, Any]:
+        return {"data": {**knobs, "n_train": 8, "n_val": 4, "n_test": 4}}
+
+    return tiny
+
+
+MAD_TINY = {
+    "mad-in-context-recall": {"seq_len": 16},
+    "mad-fuzzy-recall": {"seq_len": 24},
+    "mad-noisy-recall": {"seq_len": 16},
+    "mad-selective-copy": {"seq_len": 16, "num_tokens_to_copy": 4},
+    "mad-compression": {"seq_len": 12},
+    "mad-memorization": {"seq_len": 12, "vocab_size": 32},
+}
+
+
 TINY: dict[str, Callable[[Path], dict[str, Any]]] = {
     "listops": _listops,
     "text": _text,
@@ -204,6 +237,8 @@ TINY: dict[str, Callable[[Path], dict[str, Any]]] = {
     "bible-paraphrase": _bible_pairs,
     "bible-bshift": _bible_pairs,
     "bible-shuffle": _bible_pairs,
+    "mqar": _mqar,
+    **{name: _mad(knobs) for name, knobs in MAD_TINY.items()},
 }
 
 # (test, task) cases held back: a real bug of the task (xfail, strict: fixing the task makes
@@ -357,10 +392,13 @@ def check_metrics(metrics: dict[str, Any], split: str) -> None:
 def expected_prediction_rows(task: Task, split: str) -> int:
     """Rows of ``Evaluation.predictions``: one per example in split order, except
     language modelling, whose rows are sums over blocks of ``stride`` scored tokens
-    (LanguageModelling.evaluate, for paired significance tests)."""
+    (LanguageModelling.evaluate, for paired significance tests), and the diagnostics,
+    whose rows are their scored positions (DiagnosticTask.evaluate)."""
     n = task.split_size(split)
     if isinstance(task, LanguageModelling):
         return -(-n // task.cfg.stride)
+    if isinstance(task, DiagnosticTask):
+        return len(task.scored(split)[1])
     return n
 
 
