@@ -76,14 +76,27 @@ def test_longformer_rule_counts_only_non_global_positions() -> None:
 
 
 def test_bigbird_rule_every_block_reached() -> None:
-    # blocks of 4, 1 global, 2 random: an end block has nb − 3 blocks outside window and
-    # globals, all drawn when ≤ 2 → dense iff nb ≤ 5
-    assert reason("bigbird", 20, block=4, global_blocks=1, random_blocks=2) is not None
-    assert reason("bigbird", 21, block=4, global_blocks=1, random_blocks=2) is None
-    assert reason("bigbird", 12, block=4, global_blocks=0, random_blocks=1) is not None
-    assert reason("bigbird", 13, block=4, global_blocks=0, random_blocks=1) is None
-    assert reason("bigbird-64", 64 * 7) is not None  # 2 global + 2 window + 3 random
-    assert reason("bigbird-64", 64 * 7 + 1) is None
+    # the first block and the last global (the default), 2 random: an end block of the
+    # non-global run has nb − 4 blocks outside window and globals, all drawn when ≤ 2 →
+    # dense iff nb ≤ 6
+    assert reason("bigbird", 24, block=4, global_blocks=1, random_blocks=2) is not None
+    assert reason("bigbird", 25, block=4, global_blocks=1, random_blocks=2) is None
+    assert reason("bigbird", 16, block=4, global_blocks=0, random_blocks=1) is not None
+    assert reason("bigbird", 17, block=4, global_blocks=0, random_blocks=1) is None
+    assert reason("bigbird-64", 64 * 8) is not None  # 2 + last global, 2 window, 3 random
+    assert reason("bigbird-64", 64 * 8 + 1) is None
+    # only the first g global (last_block_global=False): nb − g − 2 outside → dense iff nb ≤ 5
+    first = {"block": 4, "global_blocks": 1, "random_blocks": 2, "last_block_global": False}
+    assert reason("bigbird", 20, **first) is not None
+    assert reason("bigbird", 21, **first) is None
+    first = {"block": 4, "global_blocks": 0, "random_blocks": 1, "last_block_global": False}
+    assert reason("bigbird", 12, **first) is not None
+    assert reason("bigbird", 13, **first) is None
+    first_64 = {"last_block_global": False}
+    assert get_variant("bigbird-64").dense_reason(64 * 7, first_64) is not None
+    assert get_variant("bigbird-64").dense_reason(64 * 7 + 1, first_64) is None
+    # every block global: dense at once
+    assert reason("bigbird", 8, block=4, global_blocks=1, random_blocks=0) is not None
 
 
 @pytest.mark.parametrize("combine", ["merged", "heads", "layers"])
@@ -193,8 +206,33 @@ REALITY = [
         "bigbird",
         {"block": 3, "global_blocks": 1, "random_blocks": 2},
         {"block": 3, "global_blocks": 1, "random_blocks": 1},
+        18,
+        ["none", "causal", "padding"],
+    ),
+    (
+        "bigbird",
+        {"block": 3, "global_blocks": 1, "random_blocks": 2, "last_block_global": False},
+        {"block": 3, "global_blocks": 1, "random_blocks": 1, "last_block_global": False},
         15,
         ["none", "causal", "padding"],
+    ),
+    # sinks: the bidirectional rule (under a causal mask 11 sinks + the query's own key
+    # already cover every j ≤ i at n = 12, so "causal" is left out of the sparse check)
+    ("local", {"window": 0, "sinks": 12}, {"window": 0, "sinks": 11}, 12, ["none", "padding"]),
+    ("local", {"window": 11, "sinks": 4}, {"window": 10, "sinks": 4}, 12, ["none", "padding"]),
+    (
+        "longformer",
+        {"window": 5, "dilation": 2, "global_positions": (0, 2, 4, 6, 8, 10)},
+        {"window": 4, "dilation": 2, "global_positions": (0, 2, 4, 6, 8, 10)},
+        12,
+        ["none", "causal"],
+    ),
+    (
+        "longformer",
+        {"window": 5, "dilation": 2, "global_positions": (0, 2, 4, 6, 8, 10)},
+        {"window": 5, "dilation": 2, "global_positions": (0, 2, 4, 6, 8)},
+        12,
+        ["none", "causal"],
     ),
     ("sinkhorn", {"block": 12}, {"block": 6}, 12, ["none", "padding"]),
     (

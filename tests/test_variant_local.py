@@ -180,3 +180,127 @@ def test_presets_and_options() -> None:
         get_variant("local").options({"window": -1})
     with pytest.raises(ValueError, match="window"):
         get_variant("local").options({"window": 0, "blocked": True})
+
+
+# ---------------------------------------------------------------------------------------
+# Attention sinks (StreamingLLM, Xiao et al. 2024): the first s tokens are keys of every query
+# ---------------------------------------------------------------------------------------
+def sinks_mask(t: int, window: int, sinks: int, causal: bool) -> Tensor:
+    """Independent (T, T) mask, one pair at a time: the window, or a key among the first s."""
+    allowed = torch.zeros(t, t, dtype=torch.bool)
+    for i in range(t):
+        for j in range(t):
+            seen = abs(i - j) <= window or j < sinks
+            allowed[i, j] = seen and (j <= i or not causal)
+    return allowed
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("window", "sinks"), [(0, 1), (2, 4), (3, 1), (5, 8), (2, 30)])
+def test_sinks_match_sdpa_with_a_loop_built_mask(window: int, sinks: int, causal: bool) -> None:
+    t = 21
+    attn = build(window=window, sinks=sinks)
+    x = inputs(t)
+    pad = padding([t, 13], t)
+    mask = AttentionMask(causal=causal, key_padding=pad)
+    allowed = sinks_mask(t, window, sinks, causal)[None, None] & pad[:, None, None, :]
+    with torch.no_grad():
+        got = attn(x, None, AttentionContext(mask=mask)).out
+        want = sdpa_reference(attn, x, allowed)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sink_weights_follow_the_loop_mask_and_sum_to_one(causal: bool) -> None:
+    t, window, sinks = 19, 2, 4
+    attn = build(window=window, sinks=sinks)
+    ctx = AttentionContext(mask=AttentionMask(causal=causal), need_weights=True)
+    with torch.no_grad():
+        weights = attn(inputs(t), None, ctx).weights
+    assert weights is not None and weights.shape == (B, H, t, t)
+    want = sinks_mask(t, window, sinks, causal)
+    assert torch.equal(weights > 0, want.expand(B, H, t, t))
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B, H, t, dtype=torch.float64))
+    # spelled out: a far query sees the 4 sinks and its window, nothing in between
+    assert set(torch.nonzero(want[15]).flatten().tolist()) == (
+        {0, 1, 2, 3, 13, 14, 15} if causal else {0, 1, 2, 3, 13, 14, 15, 16, 17}
+    )
+    # the sinks are not global queries: a sink row sees its window (and the other sinks)
+    assert set(torch.nonzero(want[1]).flatten().tolist()) == ({0, 1} if causal else {0, 1, 2, 3})
+
+
+def test_a_sink_moves_every_output_and_a_far_token_does_not() -> None:
+    t, window, sinks, probe = 24, 3, 2, 12
+    attn = build(window=window, sinks=sinks)
+    x = inputs(t)
+    with torch.no_grad():
+        base = attn(x, None, AttentionContext()).out
+        moved_sink = x.clone()
+        moved_sink[:, 1] += 3.0
+        sink_delta = (attn(moved_sink, None, AttentionContext()).out - base).abs().amax((0, 2))
+        moved_far = x.clone()
+        moved_far[:, probe] += 3.0
+        far_delta = (attn(moved_far, None, AttentionContext()).out - base).abs().amax((0, 2))
+    assert (sink_delta > 1e-6).all()  # every query reads token 1
+    near = (torch.arange(t) - probe).abs() <= window
+    assert (far_delta[~near] == 0).all() and (far_delta[near] > 1e-6).all()
+
+
+def test_no_sinks_is_the_plain_window_pattern() -> None:
+    from attnbench.variants.local import local_pattern
+
+    plain = local_pattern(20, 3, False)
+    assert len(plain.parts) == 1 and plain.global_queries is None
+    with_sinks = local_pattern(20, 3, False, sinks=4)
+    assert len(with_sinks.parts) == 2
+    # sinks past the input are clipped to it
+    assert local_pattern(3, 1, True, sinks=8).parts[1].keys.tolist() == [0, 1, 2]
+
+
+def test_sinks_memory_is_order_n_times_w_plus_s() -> None:
+    t, window, sinks = 4096, 16, 4
+    torch.manual_seed(0)
+    dims = AttentionDims(d_model=D, n_heads=1, head_dim=D, max_len=t)
+    attn = get_variant("streaming-llm").build(dims, {"window": window}).eval()
+    assert attn.options.sinks == sinks
+    x = torch.randn(1, t, D)
+    with torch.no_grad(), LargestAllocation() as probe:
+        out = attn(x, None, AttentionContext(mask=AttentionMask(causal=True))).out
+    assert out.shape == (1, t, D)
+    assert probe.largest <= 2 * t * (3 * window + sinks) * 4  # n × (3 blocks of w + s)
+    assert probe.largest < t * t * 4 / 32
+
+
+def test_sinks_options_preset_and_dense_rule() -> None:
+    spec = get_variant("streaming-llm")
+    assert spec.preset_of == "local" and not spec.canonical
+    opts = spec.options()
+    assert (opts.window, opts.sinks, opts.blocked) == (16, 4, False)
+    assert "Xiao" in spec.paper and "Attention Sinks" in spec.paper
+    assert get_variant("local").options().sinks == 0  # the default changes nothing
+    with pytest.raises(ValueError, match="sinks must be ≥ 0"):
+        get_variant("local").options({"sinks": -1})
+    with pytest.raises(ValueError, match="sliding window"):
+        get_variant("local").options({"sinks": 2, "blocked": True, "window": 4})
+    # the pair (0, n − 1) still needs the window, unless every key is a sink
+    assert spec.dense_reason(17) == "window 16 ≥ n − 1 = 16"
+    assert spec.dense_reason(18) is None
+    assert spec.dense_reason(4, {"window": 0}) == "4 sinks ≥ n = 4: every key is a sink"
+    assert spec.dense_reason(5, {"window": 0}) is None
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sink_pattern_parts_as_gather_and_flex_mask_mod_read_them(causal: bool) -> None:
+    """The window part (as the CPU path and FlexAttention's ``mask_mod``, the CUDA path,
+    read it) and the sink columns are disjoint and together the loop's pattern."""
+    from attnbench.blocksparse import block_part_dense
+    from attnbench.variants.local import local_pattern
+
+    t, window, sinks = 23, 3, 4
+    window_part, columns = local_pattern(t, window, causal, sinks=sinks).parts
+    want = sinks_mask(t, window, sinks, causal)
+    cols = block_part_dense(columns, t, causal)[0]
+    for via in ("gather", "mask_mod"):
+        win = block_part_dense(window_part, t, causal, via=via)[0]
+        assert not (win & cols).any(), via  # no key counted twice
+        assert torch.equal(win | cols, want), via

@@ -179,3 +179,133 @@ def test_rejects_cross_attention_and_honours_head_mask() -> None:
         zero_all = attn(x, None, AttentionContext(head_mask=torch.zeros(H).double())).out
     assert torch.equal(zero_all, torch.zeros_like(zero_all))  # only the residual path remains
     assert not torch.allclose(masked, zero_all)
+
+
+# ---------------------------------------------------------------------------------------
+# Dilated sliding window (the paper's §3.1): keys every d tokens, up to w·d away
+# ---------------------------------------------------------------------------------------
+def dilated_mask(t: int, window: int, dilation: int, causal: bool, glob: tuple[int, ...]) -> Tensor:
+    """Independent (T, T), one pair at a time: a global row or column, or a key a multiple
+    of d away and no further than w·d."""
+    allowed = torch.zeros(t, t, dtype=torch.bool)
+    for i in range(t):
+        for j in range(t):
+            near = abs(i - j) <= window * dilation and (i - j) % dilation == 0
+            allowed[i, j] = (i in glob or j in glob or near) and (j <= i or not causal)
+    return allowed
+
+
+def dilated_reference(
+    attn: LongformerAttention, x: Tensor, allowed: Tensor, causal: bool, pad: Tensor
+) -> Tensor:
+    """Local rows: SDPA with the loop mask and Q, K, V; global rows: SDPA over every key
+    with Q_g, K_g, V_g."""
+    t = x.shape[1]
+
+    def heads(y: Tensor) -> Tensor:
+        return y.view(B, -1, H, DH).transpose(1, 2)
+
+    full = torch.ones(t, t, dtype=torch.bool)
+    full = (full.tril() if causal else full)[None, None] & pad[:, None, None, :]
+    q, k, v = heads(attn.q_proj(x)), heads(attn.k_proj(x)), heads(attn.v_proj(x))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[None, None] & full)
+    assert attn.global_proj is not None
+    proj = attn.global_proj
+    qg, kg, vg = heads(proj["q"](x)), heads(proj["k"](x)), heads(proj["v"](x))
+    rows = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=full)
+    glob = [p for p in attn.options.global_positions if p < t]
+    out[:, :, glob] = rows[:, :, glob]
+    return attn.out_proj(out.transpose(1, 2).reshape(B, t, D))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(
+    ("window", "dilation", "glob", "t"),
+    [(2, 2, GLOBAL, 19), (3, 3, (0,), 23), (1, 4, (0, 5), 18), (0, 3, (0,), 10), (4, 2, (), 9)],
+)
+def test_dilated_window_matches_sdpa_with_a_loop_built_mask(
+    window: int, dilation: int, glob: tuple[int, ...], t: int, causal: bool
+) -> None:
+    attn = build(window=window, dilation=dilation, global_positions=glob)
+    perturb_global_projections(attn)
+    x, pad = inputs(t), padding([t, t - 5], t)
+    allowed = dilated_mask(t, window, dilation, causal, glob)
+    with torch.no_grad():
+        got = attn(x, None, AttentionContext(mask=AttentionMask(causal, pad))).out
+        want = dilated_reference(attn, x, allowed, causal, pad)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_dilated_weights_follow_the_loop_mask(causal: bool) -> None:
+    t, dilation = 22, 3
+    attn = build(dilation=dilation)
+    ctx = AttentionContext(mask=AttentionMask(causal=causal), need_weights=True)
+    with torch.no_grad():
+        weights = attn(inputs(t), None, ctx).weights
+    assert weights is not None
+    want = dilated_mask(t, W, dilation, causal, GLOBAL)
+    assert torch.equal(weights > 0, want.expand(B, H, t, t))
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B, H, t, dtype=torch.float64))
+    # spelled out: query 15 sees 15 ± 3, 15 ± 6 and the globals 0 and 9
+    visible = set(torch.nonzero(want[15]).flatten().tolist())
+    assert visible == ({0, 9, 12, 15} if causal else {0, 9, 12, 15, 18, 21})
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_dilated_pattern_gather_and_flex_mask_mod_agree_with_the_loop(causal: bool) -> None:
+    """The permuted block part, as the CPU path reads it and as FlexAttention's
+    ``mask_mod`` (the CUDA path) evaluates it, is the loop's pattern on non-global keys."""
+    from attnbench.blocksparse import block_part_dense
+    from attnbench.variants.longformer import longformer_pattern
+
+    t, window, dilation, glob = 29, 2, 3, (0, 7)
+    pattern = longformer_pattern(t, window, glob, None, dilation)
+    part = pattern.parts[0]
+    want = dilated_mask(t, window, dilation, causal, ())
+    want[:, list(glob)] = False  # global keys belong to the column part
+    for via in ("gather", "mask_mod"):
+        got = block_part_dense(part, t, causal, via=via)[0]
+        assert torch.equal(got, want), via
+
+
+def test_dilation_one_is_the_undilated_pattern_and_option_checks() -> None:
+    from attnbench.variants.longformer import longformer_pattern
+
+    assert get_variant("longformer").options().dilation == 1  # the default changes nothing
+    plain = longformer_pattern(20, 3, (0,), None)
+    assert plain.parts[0].order is None
+    assert longformer_pattern(20, 3, (0,), None, 2).parts[0].order is not None
+    with pytest.raises(ValueError, match="dilation must be ≥ 1"):
+        get_variant("longformer").options({"dilation": 0})
+
+
+def test_dilated_memory_stays_order_n_times_w() -> None:
+    """Regrouped by residue, the dilated window gathers ~3w keys per query, not 3·w·d."""
+    from attn_cases import LargestAllocation
+
+    t, window, dilation = 4096, 16, 8
+    torch.manual_seed(0)
+    dims = AttentionDims(d_model=D, n_heads=1, head_dim=D, max_len=t)
+    options = {"window": window, "dilation": dilation, "separate_global": False}
+    attn = get_variant("longformer").build(dims, options).eval()
+    x = torch.randn(1, t, D)
+    with torch.no_grad(), LargestAllocation() as probe:
+        out = attn(x, None, AttentionContext()).out
+    assert out.shape == (1, t, D)
+    assert probe.largest <= 2 * t * 3 * window * 4  # n × (3 blocks of w) float32
+    assert probe.largest < t * 3 * window * dilation * 4  # what an undilated span would take
+
+
+def test_dilated_dense_rule() -> None:
+    spec = get_variant("longformer")
+    # one non-global position (n = 2, global 0): dense whatever the dilation
+    assert spec.dense_reason(2, {"window": 1, "dilation": 3}) is not None
+    # two non-global positions 1 apart are never both seen with d > 1
+    assert spec.dense_reason(3, {"window": 8, "dilation": 2}) is None
+    # globals 0 and 2 leave 1 and 3: 2 apart, dense with d = 2 once w·d ≥ 2
+    assert spec.dense_reason(4, {"window": 1, "dilation": 2, "global_positions": (0, 2)})
+    assert spec.dense_reason(4, {"window": 0, "dilation": 2, "global_positions": (0, 2)}) is None
+    assert spec.dense_reason(4, {"window": 1, "dilation": 3, "global_positions": (0, 2)}) is None
+    # dilation 1 keeps the rule and message of the plain window
+    assert spec.dense_reason(9, {"window": 8, "global_positions": ()}) == "window 8 ≥ n − 1 = 8"

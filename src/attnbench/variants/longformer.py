@@ -16,11 +16,22 @@ rows use their own projections Q_g, K_g, V_g::
 
 initialised as copies of Q, K, V; the window and the columns of global keys seen by
 local tokens use Q, K, V. Causal use keeps j ≤ i everywhere (the window looks left).
-The paper's dilated windows are not implemented.
+
+Dilated sliding window (the paper's §3.1, option ``dilation`` = d, default 1: the plain
+window): gaps of d − 1 tokens between attended keys, so w keys on each side reach w·d
+tokens away::
+
+    A_i = { j : |i − j| ≤ w·d and (i − j) mod d = 0 } ∪ G      for i ∉ G
+
+The dilation applies to every head of every layer. The paper's own settings vary it:
+per head (dilation on 2 heads only, the others undilated) and per layer (growing with
+depth) in its character LM; those schedules are not implemented here.
 
 Cost (:mod:`attnbench.blocksparse`): window as a block part (keys that are global
 are left to the global columns, so none is counted twice), global keys as g columns,
-global rows as g dense rows: time O(n·(w + g)·d), memory O(n·(w + g)).
+global rows as g dense rows: time O(n·(w + g)·d), memory O(n·(w + g)). With dilation d
+the positions are regrouped by i mod d (each residue class is contiguous, and the
+dilated window is a plain window of w inside it), so the cost stays O(n·(w + g)).
 """
 
 from __future__ import annotations
@@ -54,32 +65,63 @@ class LongformerOptions:
     window: int = 16  # w: keys attended on each side (causal: to the left)
     global_positions: tuple[int, ...] = field(default=(0,))  # global tokens; (0,) = [CLS]
     separate_global: bool = True  # Q_g, K_g, V_g for the global rows (paper §3.1)
+    dilation: int = 1  # d: the window's keys are every d-th token, up to w·d away; 1 = plain
 
     def __post_init__(self) -> None:
         self.global_positions = tuple(sorted({int(p) for p in self.global_positions}))
         if self.window < 0:
             raise ValueError(f"window must be ≥ 0, got {self.window}")
+        if self.dilation < 1:
+            raise ValueError(f"dilation must be ≥ 1, got {self.dilation}")
         if any(p < 0 for p in self.global_positions):
             raise ValueError(f"global_positions must be ≥ 0, got {self.global_positions}")
 
 
 def longformer_pattern(
-    length: int, window: int, global_positions: tuple[int, ...], device: torch.device | None
+    length: int,
+    window: int,
+    global_positions: tuple[int, ...],
+    device: torch.device | None,
+    dilation: int = 1,
 ) -> SparsePattern:
-    """Window block part (global keys excluded) + global key columns + global rows."""
-    block = max(1, min(window, length))
-    reach = math.ceil(window / block)
-    layout = window_layout(math.ceil(length / block), range(-reach, reach + 1), device)
+    """Window block part (global keys excluded) + global key columns + global rows.
+
+    ``dilation`` d > 1: the block part runs over the positions regrouped by residue mod d
+    (slot r·m + s holds position s·d + r, m = ⌈⌈n/d⌉ / block⌉·block), where the dilated
+    window is a window of w slots inside each residue class.
+    """
     glob = torch.tensor([p for p in global_positions if p < length], dtype=torch.long)
     glob = glob.to(device)
     is_global = torch.zeros(length, dtype=torch.bool, device=device)
     is_global[glob] = True
+    if dilation == 1:
+        block = max(1, min(window, length))
+        reach = math.ceil(window / block)
+        layout = window_layout(math.ceil(length / block), range(-reach, reach + 1), device)
 
-    def window_of_locals(q: Tensor, k: Tensor) -> Tensor:
-        return ((q - k).abs() <= window) & ~is_global[k.clamp(max=length - 1)]
+        def window_of_locals(q: Tensor, k: Tensor) -> Tensor:
+            return ((q - k).abs() <= window) & ~is_global[k.clamp(max=length - 1)]
 
-    parts = [BlockPart(block, layout, predicate=window_of_locals), ColumnPart(glob)]
-    return SparsePattern(parts, global_queries=glob)
+        parts = [BlockPart(block, layout, predicate=window_of_locals), ColumnPart(glob)]
+        return SparsePattern(parts, global_queries=glob)
+
+    d = dilation
+    per_class = math.ceil(length / d)  # positions in the longest residue class
+    block = max(1, min(window, per_class))
+    reach = math.ceil(window / block)
+    class_blocks = math.ceil(per_class / block)
+    m = class_blocks * block  # slots per residue class (positions ≥ length are padding)
+    order = torch.arange(m, device=device)[None, :] * d + torch.arange(d, device=device)[:, None]
+    inside = window_layout(class_blocks, range(-reach, reach + 1), device)  # (cb, kb)
+    first = torch.arange(d, device=device)[:, None, None] * class_blocks  # (d, 1, 1)
+    layout = torch.where(inside >= 0, inside + first, -1).flatten(0, 1)  # (d·cb, kb)
+
+    def dilated_window_of_locals(q: Tensor, k: Tensor) -> Tensor:
+        near = ((q - k).abs() <= window * d) & ((q - k) % d == 0)
+        return near & ~is_global[k.clamp(max=length - 1)]
+
+    part = BlockPart(block, layout, order=order.reshape(-1), predicate=dilated_window_of_locals)
+    return SparsePattern([part, ColumnPart(glob)], global_queries=glob)
 
 
 @register_variant(
@@ -112,11 +154,24 @@ class LongformerAttention(MultiHeadAttention):
     @classmethod
     def dense_reason(cls, options: LongformerOptions, n: int) -> str | None:
         """Dense once the window spans every pair of non-global positions (a pair with a
-        global position is always covered)."""
-        w = options.window
+        global position is always covered). With dilation d > 1 the window covers a pair
+        only at a distance that is a multiple of d, up to w·d: dense once the non-global
+        positions all have the same residue mod d (a single one, say, or globals at every
+        other position for d = 2) and span at most w·d."""
+        w, d = options.window, options.dilation
         glob = {p for p in options.global_positions if p < n}
         local = [p for p in range(n) if p not in glob]
         span = local[-1] - local[0] if local else 0
+        if d > 1:
+            if span > w * d or any((p - local[0]) % d for p in local):
+                return None
+            how = (
+                f"dilation {d}: the non-global positions ({len(local)} at n = {n}) are "
+                f"multiples of {d} apart and span {span} ≤ w·d = {w * d}"
+            )
+            if options.separate_global and glob:
+                how += " (the global rows with their own Q_g, K_g, V_g)"
+            return how
         if span > w:
             return None
         how = (
@@ -135,7 +190,9 @@ class LongformerAttention(MultiHeadAttention):
             raise ValueError("longformer is self-attention only (cross_attention=False)")
         opts: LongformerOptions = self.options
         length = x.shape[1]
-        pattern = longformer_pattern(length, opts.window, opts.global_positions, x.device)
+        pattern = longformer_pattern(
+            length, opts.window, opts.global_positions, x.device, opts.dilation
+        )
         q = self.split_heads(self.q_proj(x))  # (B, H, T, dh)
         k = self.split_heads(self.k_proj(x))
         v = self.split_heads(self.v_proj(x))
