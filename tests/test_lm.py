@@ -403,6 +403,124 @@ def test_real_wikitext_is_requested_by_its_hub_name(tmp_path: Path, monkeypatch)
     assert task.dataset_info().name == "wikitext-2-raw-v1"
 
 
+# ---------------------------------------------------------------------------------------
+# Word-level perplexity (WikiText)
+# ---------------------------------------------------------------------------------------
+def test_words_are_whitespace_tokens_plus_one_eos_per_line() -> None:
+    # Counted by hand, as Merity et al.'s loader: line.split() + ["<eos>"] for every line.
+    rows = WIKI["test"]  # "", " = Robert Boulter = \n", "", " Robert Boulter is ... .\n"
+    assert [len(r.split()) for r in rows] == [0, 4, 0, 7]
+    assert lm.count_words(rows) == (0 + 1) + (4 + 1) + (0 + 1) + (7 + 1) == 15
+    assert lm.count_words(["a  b\tc\n", "d"]) == 4 + 2  # any whitespace; an <eos> per row
+
+
+class FixedDistributionLM(nn.Module):
+    """The same known distribution p over the vocabulary at every position."""
+
+    causal = True
+
+    def __init__(self, p: torch.Tensor) -> None:
+        super().__init__()
+        self.logp = p.log()
+
+    def forward(self, ids, key_padding=None, *, state=None, **kwargs) -> ModelOutput:
+        return ModelOutput(self.logp.expand(*ids.shape, -1).clone())
+
+
+def wikitext_task(tmp_path: Path, **data) -> lm.LanguageModelling:
+    files = write_wikitext_json(tmp_path, WIKI)
+    values = {"hf_path": "json", "hf_name": None, "data_files": files, "tokenizer": "char"}
+    cfg = make_data_config(lm.LanguageModelling, values | data)
+    task = lm.LanguageModelling(cfg)
+    task.prepare(tmp_path / "data")
+    loaded = lm.LanguageModelling(cfg)
+    loaded.load(tmp_path / "data")
+    return loaded
+
+
+def test_word_perplexity_is_the_total_nll_over_the_words(tmp_path: Path) -> None:
+    task = wikitext_task(tmp_path)
+    assert task.cfg.word_level is True and task.metric == "word_perplexity"
+    assert lm.LanguageModelling.metric == "perplexity"  # the class default is per token
+    meta = json.loads((tmp_path / "data" / lm.META_FILE).read_text())
+    assert meta["splits"]["test"]["words"] == 15
+    stream = task.splits["test"]
+    v = task.vocab_size()
+    p = torch.arange(1, v + 1, dtype=torch.float64)
+    p /= p.sum()  # p(token i) = (i + 1) / Σ: the NLL of every target is known
+    evaluation = task.evaluate(FixedDistributionLM(p.float()), "test", 4, torch.device("cpu"))
+    m = evaluation.metrics
+    total = -sum(math.log(p[i]) for i in stream[1:].tolist())  # by hand
+    nll = evaluation.extra["token_nll"].astype(np.float64)
+    assert nll.sum() == pytest.approx(total, rel=1e-5)
+    assert m["n_words"] == 15 and m["tokens"] == len(stream) - 1
+    assert m["word_perplexity"] == math.exp(nll.sum() / 15)  # exactly the definition
+    assert m["perplexity"] == pytest.approx(math.exp(nll.sum() / m["tokens"]), rel=1e-12)
+    assert "bpc" in m
+    uniform = task.evaluate(ZeroLM(v), "test", 4, torch.device("cpu")).metrics
+    tokens = len(stream) - 1
+    assert uniform["word_perplexity"] == pytest.approx(v ** (tokens / 15), rel=1e-5)
+    assert uniform["perplexity"] == pytest.approx(v, rel=1e-6)
+    # baselines are in the primary metric's units: per word
+    base = task.baselines()
+    assert base["uniform"] == pytest.approx(v ** (tokens / 15), rel=1e-9)
+    unigram = lm.nll_metrics(task._unigram_nll(), 1, 15)["word_perplexity"]
+    assert base["unigram"] == unigram
+    info = task.record_info()
+    assert info["word_level"] is True and "<eos>" in info["words"]
+    assert "per word" in task.dataset_info().description
+
+
+def test_word_level_is_declared_by_the_data_config(tmp_path: Path, novels: Path) -> None:
+    per_token = wikitext_task(tmp_path, word_level=False)
+    assert per_token.metric == "perplexity"
+    metrics = per_token.evaluate(ZeroLM(per_token.vocab_size()), "test", 4, torch.device("cpu"))
+    assert "word_perplexity" not in metrics.metrics
+    assert per_token.baselines()["uniform"] == per_token.vocab_size()
+    assert lm.LanguageModelling(novels_config(novels)).metric == "perplexity"
+    words = lm.LanguageModelling(novels_config(novels, word_level=True))
+    assert words.metric == "word_perplexity" and words.cfg.word_level is True
+    with pytest.raises(ValueError, match="word_level"):
+        make_data_config(lm.LanguageModelling, {"word_level": "yes"})
+
+
+def test_data_prepared_without_word_counts_must_be_prepared_again(tmp_path: Path) -> None:
+    task = wikitext_task(tmp_path)
+    path = tmp_path / "data" / lm.META_FILE
+    meta = json.loads(path.read_text())
+    del meta["splits"]["val"]["words"]
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="prepare it again"):
+        lm.LanguageModelling(task.cfg).load(tmp_path / "data")
+
+
+def test_run_on_wikitext_records_word_perplexity_as_the_metric(tmp_path: Path) -> None:
+    files = write_wikitext_json(tmp_path, WIKI)
+    data = {"hf_path": "json", "hf_name": None, "data_files": files, "tokenizer": "char"}
+    profile = lm_profile(tmp_path / "out", tmp_path)
+    profile["tasks"]["lm"]["data"] = data | {"window": 16, "stride": 8}
+    profile = validate_profile(profile)
+    prepare_data(profile, "lm", tmp_path / "prepared")
+    record = run_job(
+        profile,
+        "lm",
+        "vanilla",
+        0,
+        data_dir=tmp_path / "prepared",
+        record_file=tmp_path / "runs" / "seed0.json",
+        progress=False,
+    )
+    assert record["status"] == "ok"
+    assert record["metric"] == {"name": "word_perplexity", "higher_is_better": False}
+    test = record["metrics"]["test"]
+    assert test["n_words"] == 15 and {"perplexity", "bpc", "word_perplexity"} <= set(test)
+    nll = np.load(tmp_path / "runs" / record["artifacts"]["token_nll"]).astype(np.float64)
+    assert math.exp(nll.sum() / 15) == pytest.approx(test["word_perplexity"], rel=1e-9)
+    tokens = test["tokens"]
+    v = record["task_info"]["vocab_size"]
+    assert record["metrics"]["baselines"]["uniform"] == pytest.approx(v ** (tokens / 15))
+
+
 def test_novels_are_cut_per_book_into_contiguous_90_5_5_parts(novels: Path) -> None:
     table = pq.read_table(novels).to_pydict()
     uncapped = {s: None for s in lm.SPLITS}

@@ -24,7 +24,7 @@ from attnbench.data.bundled import bundled_path
 from attnbench.runner import prepare_data, run_job
 from attnbench.tasks.base import TaskSetup, get_task, make_data_config
 from attnbench.tasks.lra_retrieval import bible_chapter_pairs
-from attnbench.tasks.lra_text import novel_chunks
+from attnbench.tasks.lra_text import SPLITS, novel_chunks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -190,22 +190,51 @@ def _imdb_dir(tmp_path: Path) -> tuple[Path, dict[str, list]]:
     return root, rows
 
 
-def test_imdb_loader_reads_the_hf_schema_with_lra_validation(tmp_path: Path) -> None:
+def _docs(task, split: str) -> list[tuple[bytes, int]]:
+    return [(lra.decode_bytes(ids), label) for ids, label in task.splits[split]]
+
+
+def test_imdb_validation_is_held_out_of_training_by_default(tmp_path: Path) -> None:
     root, rows = _imdb_dir(tmp_path)
+    want = {
+        split: [(t.encode()[:40], y) for t, y in zip(*rows[split].values(), strict=True)]
+        for split in ("train", "test")
+    }
     task = _prepared("text", {"hf_path": str(root), "max_length": 40}, tmp_path / "p")
-    assert task.dataset_info().stand_in is False and len(task.class_names) == 2
+    assert task.cfg.val_from == "train"
+    info = task.dataset_info()
+    assert info.stand_in is False and len(task.class_names) == 2
+    train, val, test = (_docs(task, s) for s in ("train", "val", "test"))
+    assert test == want["test"]
+    assert len(val) == 2 and len(train) == 18  # 10 % of the 20 training reviews, seeded
+    assert sorted(train + val) == sorted(want["train"])  # a partition of the training set
+    assert not {d for d, _ in val} & ({d for d, _ in train} | {d for d, _ in test})
+    assert train == [row for row in want["train"] if row not in val]  # order kept
+    again = _prepared("text", {"hf_path": str(root), "max_length": 40}, tmp_path / "again")
+    assert _docs(again, "val") == val  # the data seed fixes the hold-out
+    other = _prepared("text", {"hf_path": str(root), "max_length": 40, "seed": 1}, tmp_path / "s")
+    assert _docs(other, "val") != val
+    assert info.name == "imdb-bytes" and "held out" in info.description
+    record = task.record_info()
+    assert record["val_from"] == "train" and "disjoint" in record["validation"]
+    held = _prepared("text", {"hf_path": str(root), "max_length": 40, "n_val": 5}, tmp_path / "q")
+    train5 = {d for d, _ in _docs(held, "train")}
+    val5 = {d for d, _ in _docs(held, "val")}
+    assert len(train5) == 15 and len(val5) == 5 and not train5 & val5
+
+
+def test_imdb_lra_compatibility_validates_on_test_and_says_so(tmp_path: Path) -> None:
+    root, rows = _imdb_dir(tmp_path)
+    data = {"hf_path": str(root), "max_length": 40, "val_from": "test"}
+    task = _prepared("text", data, tmp_path / "p")
     for split, source in (("train", "train"), ("test", "test"), ("val", "test")):
-        got = [(lra.decode_bytes(ids), label) for ids, label in task.splits[split]]
         want = [(t.encode()[:40], y) for t, y in zip(*rows[source].values(), strict=True)]
-        assert got == want  # LRA: validation is the test split
-    held = _prepared(
-        "text",
-        {"hf_path": str(root), "max_length": 40, "val_from": "train", "n_val": 5},
-        tmp_path / "q",
-    )
-    train = {lra.decode_bytes(ids) for ids, _ in held.splits["train"]}
-    val = {lra.decode_bytes(ids) for ids, _ in held.splits["val"]}
-    assert len(train) == 15 and len(val) == 5 and not train & val
+        assert _docs(task, split) == want  # LRA: all training reviews; validation = test
+    info = task.dataset_info()
+    assert info.name == "imdb-bytes-val-on-test"
+    assert "test split (LRA compatibility" in info.description
+    record = task.record_info()
+    assert record["val_from"] == "test" and "chosen on test" in record["validation"]
 
 
 def test_cifar10_loader_reads_pil_images_as_gray_pixel_tokens(tmp_path: Path) -> None:
@@ -251,14 +280,33 @@ def test_release_tsv_reader_on_a_constructed_file(tmp_path: Path) -> None:
     path = tmp_path / "new_aan_pairs.test.tsv"
     path.write_bytes("\r\n".join(lines).encode())
     pairs = lra.read_pairs_tsv(path)
+    # the text fields as they stand in the file (LRA byte-encodes the literal, undecoded)
     assert pairs == [
-        lra.PairExample(1, "aan/P01-1001", "aan/P02-2002", text1, b"second paper"),
-        lra.PairExample(0, "aan/P03-3003", "aan/P04-4004", "plain text é".encode(), "été".encode()),
+        lra.PairExample(
+            1, "aan/P01-1001", "aan/P02-2002", repr(text1).encode(), b"b'second paper'"
+        ),
+        lra.PairExample(
+            0,
+            "aan/P03-3003",
+            "aan/P04-4004",
+            "plain text é".encode(),
+            b"b'\\xc3\\xa9t\\xc3\\xa9'",
+        ),
+    ]
+    assert lra.literal_document(pairs[0].text1) == text1  # what the literal denotes
+    assert lra.literal_document(pairs[1].text2) == "été".encode()
+    with pytest.raises(ValueError, match="not a bytes literal"):
+        lra.literal_document(pairs[1].text1)
+    documents = [
+        lra.PairExample(p.label, p.id1, p.id2, lra.literal_document(p.text1), b"x")
+        for p in pairs[:1]
     ]
     copy = tmp_path / "copy.tsv"
-    lra.write_pairs_tsv(copy, pairs)
-    assert lra.read_pairs_tsv(copy) == pairs
-    assert copy.read_text().count("\n") == 2  # escaped: one line per pair
+    lra.write_pairs_tsv(copy, documents)  # documents are written as bytes literals
+    assert lra.read_pairs_tsv(copy) == [
+        lra.PairExample(1, "aan/P01-1001", "aan/P02-2002", repr(text1).encode(), b"b'x'")
+    ]
+    assert copy.read_text().count("\n") == 1  # escaped: one line per pair
 
     for bad, message in (("1\ta\tb\tc", "5 tab-separated"), ("2\ta\tb\tc\td", "label")):
         path.write_text(bad + "\n")
@@ -267,6 +315,45 @@ def test_release_tsv_reader_on_a_constructed_file(tmp_path: Path) -> None:
         assert f"{path}:1" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(FileNotFoundError):
         lra.read_pairs_tsv(tmp_path / "missing.tsv")
+
+
+def _tfds_byte_encode(s: bytes) -> list[int]:
+    """tfds.deprecated.text.ByteTextEncoder().encode, as LRA calls it (no extra tokens).
+
+    ``pad_incr(list(bytearray(tf.compat.as_bytes(s))))``: each byte + 1 (0 = padding).
+    """
+    return [b + 1 for b in bytearray(s)]
+
+
+def test_retrieval_feeds_the_release_literal_bytes_as_lra_does(tmp_path: Path) -> None:
+    """A line in the release layout: the ids are the raw field's bytes, as LRA's pipeline
+    (make_csv_dataset, no quoting; ByteTextEncoder on ``s.numpy()[:10000]``; then
+    ``[:max_length]``) gives them, shifted by one more id (0 PAD, 1 CLS here)."""
+    field1 = repr('Café\'s "paper":\nline two\tend'.encode())  # as the release writes it
+    assert field1 == r"""b'Caf\xc3\xa9\'s "paper":\nline two\tend'"""
+    field2 = repr(b"it's")
+    assert field2 == """b"it's\""""
+    line = f"1.0\taan/P01-1001\taan/P02-2002\t{field1}\t{field2}\n"
+    release = tmp_path / "tsv_data"
+    release.mkdir()
+    for file in lra.AAN_SPLIT_FILES.values():
+        (release / file).write_bytes((line * 2).encode("utf-8"))
+    for max_length in (4000, 13):
+        task = _prepared(
+            "retrieval",
+            {"path": str(release), "max_length": max_length},
+            tmp_path / f"{max_length}",
+        )
+        a, b, label = task.splits["test"][0]
+        lra_ids1 = _tfds_byte_encode(field1.encode("utf-8")[:10000])[:max_length]
+        lra_ids2 = _tfds_byte_encode(field2.encode("utf-8")[:10000])[:max_length]
+        assert (a - 1).tolist() == lra_ids1 and (b - 1).tolist() == lra_ids2  # ids: byte + 2
+        assert a.tolist() == [x + lra.OFFSET for x in field1.encode("utf-8")[:max_length]]
+        assert lra.decode_bytes(a) == field1.encode()[:max_length] and label == 1
+    assert lra.decode_bytes(a) == b"b'Caf\\xc3\\xa9"  # the escape, not the character é
+    assert len(field1.encode()) > 13 and lra.literal_document(field1.encode()).startswith(
+        "Café".encode()
+    )
 
 
 def test_retrieval_reads_release_directory_and_subsamples(tmp_path: Path) -> None:
@@ -288,8 +375,8 @@ def test_retrieval_reads_release_directory_and_subsamples(tmp_path: Path) -> Non
     assert task.dataset_info().source == "lra-release" and task.max_len() == 11
     assert len(task.splits["train"]) == 8
     for (a, b, label), want in zip(task.splits["test"], pairs["test"], strict=True):
-        assert lra.decode_bytes(a) == want.text1[:10] and lra.decode_bytes(b) == b"other"
-        assert label == want.label
+        assert lra.decode_bytes(a) == repr(want.text1).encode()[:10]  # the literal, as LRA
+        assert lra.decode_bytes(b) == b"b'other'" and label == want.label
 
 
 # ------------------------------------------------------------- Bible chapter pairs
@@ -342,6 +429,7 @@ def test_retrieval_stand_in_writes_release_tsv_read_by_the_same_reader(
         pairs = lra.read_pairs_tsv(tmp_path / file)
         got = [(lra.decode_bytes(a), lra.decode_bytes(b), y) for a, b, y in task.splits[split]]
         assert got == [(p.text1[:16], p.text2[:16], p.label) for p in pairs]
+        assert all(a.startswith((b"b'", b'b"')) for a, _, _ in got)  # literals, as in AAN
 
 
 def test_retrieval_batches_pad_both_towers(bible_file: Path, tmp_path: Path) -> None:
@@ -399,13 +487,79 @@ def test_text_stand_in_is_balanced_and_splits_share_no_chunk(
         _prepared("text", {**data, "n_train": 10_000}, tmp_path / "big")
 
 
+def _library(path: Path, books_per_author: dict[str, int], paragraphs: int = 30) -> Path:
+    """A novels table whose every book has its own vocabulary (so a chunk names its book)."""
+    rng = random.Random(0)
+    cols: dict[str, list] = {"author": [], "title": [], "position": [], "text": []}
+    for a, (author, n_books) in enumerate(books_per_author.items()):
+        for b in range(n_books):
+            vocab = [f"w{a}x{b}y{i}" for i in range(4)]
+            for position in range(paragraphs):
+                cols["author"].append(author)
+                cols["title"].append(f"Book {a}.{b}")
+                cols["position"].append(position)
+                cols["text"].append(_words(rng, 12, vocab))
+    pq.write_table(pa.table(cols), path)
+    return path
+
+
+def _book_of(chunk: bytes) -> str:
+    """The book a chunk comes from: its words are w<author>x<book>y<i>."""
+    books = {w[1:].split("y")[0] for w in chunk.decode().split() if w.startswith("w") and "y" in w}
+    assert len(books) == 1, books
+    a, b = books.pop().split("x")
+    return f"Book {a}.{b}"
+
+
+@pytest.mark.parametrize("n_books", [2, 3])
+def test_split_by_book_keeps_test_books_out_of_training(tmp_path: Path, n_books: int) -> None:
+    authors = {"Ann": n_books, "Bob": n_books + 1, "Cy": n_books}
+    path = _library(tmp_path / "novels.parquet", authors)
+    data = {"source": "bundled", "path": str(path), "max_length": 64, "split_by": "book"}
+    task = _prepared("text", data, tmp_path / "p")
+    books = {s: {_book_of(lra.decode_bytes(ids)) for ids, _ in task.splits[s]} for s in SPLITS}
+    assert books["train"] and books["test"] and not books["train"] & books["test"]
+    if n_books >= 3:  # every author has 3 books: validation books of its own
+        assert not books["val"] & (books["train"] | books["test"])
+    else:  # validation chunks come from the training books, not from training chunks
+        assert books["val"] <= books["train"]
+        train = {lra.decode_bytes(ids) for ids, _ in task.splits["train"]}
+        assert not train & {lra.decode_bytes(ids) for ids, _ in task.splits["val"]}
+    for split in SPLITS:  # one test book per author; balanced; labels are the authors
+        counts = Counter(y for _, y in task.splits[split])
+        assert set(counts) == {0, 1, 2} and len(set(counts.values())) == 1
+        for ids, label in task.splits[split]:
+            book = _book_of(lra.decode_bytes(ids))
+            assert book.split()[1].split(".")[0] == str(label)  # Book <author>.<book>
+    assert len(books["test"]) == 3
+    record = task.record_info()
+    assert record["split_by"] == "book"
+    assert {b.split(": ")[1] for b in record["books"]["test"]} == books["test"]
+    assert "by-book" in task.dataset_info().name
+    chunked = _prepared("text", {**data, "split_by": "chunk"}, tmp_path / "c")
+    shared = {s: {_book_of(lra.decode_bytes(i)) for i, _ in chunked.splits[s]} for s in SPLITS}
+    assert shared["train"] & shared["test"]  # the default draws chunks across all books
+
+
+def test_bundled_novels_cannot_be_split_by_book(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 2 books per author") as info:
+        _prepared("text", {"source": "bundled", "split_by": "book"}, tmp_path)
+    for author in ("Charles Dickens (1)", "H. G. Wells (1)", "Herman Melville (1)"):
+        assert author in str(info.value)
+    assert "Jane Austen" not in str(info.value)
+
+
 # ------------------------------------------------------------------------ config errors
 @pytest.mark.parametrize(
     ("task", "data", "message"),
     [
         ("text", {"source": "imdb"}, "valid choices: huggingface, bundled"),
         ("text", {"source": "bundled", "val_from": "test"}, "val_from"),
-        ("text", {"n_val": 10}, "val_from: train"),
+        ("text", {"val_from": "test", "n_val": 10}, "val_from: train"),
+        ("text", {"val_from": "val"}, "valid choices: train, test"),
+        ("text", {"source": "bundled", "split_by": "page"}, "valid choices: chunk, book"),
+        ("text", {"split_by": "book"}, "split_by=book needs source bundled"),
+        ("text", {"source": "bundled", "label": "title", "split_by": "book"}, "label author"),
         ("text", {"label": "genre"}, "author, title"),
         ("retrieval", {}, "path is required"),
         ("retrieval", {"source": "bundled", "n_val": 5}, "even"),

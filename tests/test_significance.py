@@ -136,6 +136,21 @@ def test_perplexity_block_bootstrap(tmp_path: Path) -> None:
     assert result.significant and result.method == "block bootstrap"
 
 
+def test_word_perplexity_scales_the_token_nll_by_tokens_per_word(tmp_path: Path) -> None:
+    """Per word: exp(total NLL / words) = exp(mean token NLL x tokens / words)."""
+    rng = np.random.default_rng(6)
+    nll_a = rng.gamma(2.0, 0.5, 3000)
+    nll_b = nll_a * 0.9
+    test = {"tokens": 3000.0, "n_words": 1200.0}
+    a = _run(tmp_path, "vanilla", "word_perplexity", [], nll=("seed0.nll.npy", nll_a))
+    b = _run(tmp_path, "other", "word_perplexity", [], nll=("seed0.nll.npy", nll_b))
+    a["metrics"] = b["metrics"] = {"test": test}
+    result = sig.compare_runs(a, b, n_samples=200)
+    per_word = np.exp(nll_b.sum() / 1200) - np.exp(nll_a.sum() / 1200)
+    assert result.delta == pytest.approx(per_word)
+    assert result.significant
+
+
 def test_unpairable_runs_are_reported_not_compared(tmp_path: Path) -> None:
     gold = np.array([0, 1, 1, 0])
     a = _run(tmp_path, "vanilla", "accuracy", _classification(gold, gold))

@@ -369,7 +369,7 @@ def compare_runs(
     metric = str((baseline.get("metric") or {}).get("name") or "")
     if metric == "bleu":
         return _compare_bleu(baseline, other, n_samples=n_samples, seed=seed)
-    if metric in ("perplexity", "bpc", "nll"):
+    if metric in ("perplexity", "word_perplexity", "bpc", "nll"):
         return _compare_nll(baseline, other, metric, n_samples=n_samples, seed=seed)
     fn = EXAMPLE_METRICS.get(metric)
     if fn is None:
@@ -439,10 +439,17 @@ def _compare_nll(
     sums_a = np.add.reduceat(a, edges[:-1])
     sums_b = np.add.reduceat(b, edges[:-1])
     sizes = np.diff(edges).astype(float)
+    # per word: a resample's NLL per token, times the test text's tokens per word
+    tokens_per_word = 1.0
+    if metric == "word_perplexity":
+        test = baseline["metrics"]["test"]
+        tokens_per_word = float(test["tokens"]) / float(test["n_words"])
 
     def scores(idx: np.ndarray) -> tuple[float, float]:
         tokens = sizes[idx].sum()
         na, nb = sums_a[idx].sum() / tokens, sums_b[idx].sum() / tokens
+        if metric == "word_perplexity":
+            return math.exp(na * tokens_per_word), math.exp(nb * tokens_per_word)
         if metric == "perplexity":
             return math.exp(na), math.exp(nb)
         return na, nb  # nll; bpc compares the same way up to a constant factor

@@ -7,10 +7,12 @@ learnt by a tokenizer:
 
 Byte tokens (Text, Retrieval)
     The UTF-8 bytes of a document, each byte ``b`` becoming token ``b + OFFSET``; ids 0
-    and 1 are PAD and CLS, so the vocabulary has 258 ids. This is the layout of the
-    ``tfds`` ``ByteTextEncoder`` LRA uses (two reserved ids, then the 256 bytes). Bytes,
-    not characters: a multibyte UTF-8 character is several tokens, and truncation to
-    ``max_length`` counts bytes (LRA truncates the same way). Decoding inverts it exactly.
+    and 1 are PAD and CLS, so the vocabulary has 258 ids. LRA uses ``tfds``'s
+    ``deprecated.text.ByteTextEncoder``, which maps byte ``b`` to ``b + 1`` (id 0 is its
+    padding; LRA's CLS is a learnt vector, not an id): the same bytes in the same order,
+    every id shifted by one more here. Bytes, not characters: a multibyte UTF-8
+    character is several tokens, and truncation to ``max_length`` counts bytes (LRA
+    truncates the same way). Decoding inverts it exactly.
 
 Pixel tokens (Image)
     An 8-bit grayscale image read row by row, pixel value ``v`` becoming ``v + OFFSET``
@@ -36,13 +38,17 @@ Retrieval release files (:func:`read_pairs_tsv`)
     ``lra_release/tsv_data/new_aan_pairs.{train,eval,test}.tsv``: no header, one pair per
     line, five tab-separated fields ``label id1 id2 text1 text2`` (LRA's
     ``matching/input_pipeline.py`` reads them with ``make_csv_dataset``, no quoting,
-    ``field_delim='\\t'``, a float label). Assumed from public readers of the release
-    (the release itself is not reachable from here): each text field is a Python bytes
-    literal ``b'...'`` (so tabs and newlines inside a paper are escaped) — several
-    PyTorch ports decode it with ``ast.literal_eval``; a field that is not a bytes
-    literal is taken as plain UTF-8 text. Labels ``1``/``0`` (also ``1.0``/``0.0``).
-    :func:`write_pairs_tsv` writes the same format (bytes literals), so the offline
-    stand-in goes through the very same reader.
+    ``field_delim='\\t'``, a float label). Each text field is a Python bytes literal
+    ``b'...'`` as ``repr`` writes it (tabs, newlines and non-ASCII bytes escaped). LRA
+    does **not** decode it: its pipeline hands the field's raw bytes, ``b'`` prefix,
+    backslash escapes and closing quote included, to the byte encoder
+    (``encoder.encode(s.numpy()[:10000])``, then ``[:max_length]``), so ``é`` reaches
+    the model as the eight characters ``\\xc3\\xa9``. The reader here does the same: a
+    pair's ``text1``/``text2`` are the fields' bytes exactly as they stand in the file
+    (:func:`literal_document` gives the document a field denotes, for inspection
+    only). Labels ``1``/``0`` (also ``1.0``/``0.0``). :func:`write_pairs_tsv` writes
+    the same format (documents as bytes literals), so the offline stand-in goes through
+    the very same reader and is fed to the model as LRA feeds AAN.
 
 Packed files (:func:`save_packed`, :func:`load_packed`)
     Prepared splits are stored as one ``.npz`` per split: all sequences' raw values
@@ -78,6 +84,7 @@ __all__ = [
     "encode_bytes",
     "encode_pixels",
     "iter_pairs_tsv",
+    "literal_document",
     "load_packed",
     "mean_pool",
     "pack",
@@ -171,7 +178,12 @@ def mean_pool(image: np.ndarray, k: int) -> np.ndarray:
 # ----------------------------------------------------------------- release TSV (Retrieval)
 @dataclass(frozen=True, slots=True)
 class PairExample:
-    """One document pair of the LRA Retrieval format; label 1 = related (AAN: citation)."""
+    """One document pair of the LRA Retrieval format; label 1 = related (AAN: citation).
+
+    Read from a file (:func:`iter_pairs_tsv`), ``text1``/``text2`` are the text fields'
+    raw bytes (LRA's model input: the bytes literal as written); given to
+    :func:`write_pairs_tsv`, they are the documents, written as bytes literals.
+    """
 
     label: int
     id1: str
@@ -180,16 +192,19 @@ class PairExample:
     text2: bytes
 
 
-def _text_field(field: str, where: str) -> bytes:
-    if len(field) >= 3 and field[0] == "b" and field[1] in "'\"" and field[-1] == field[1]:
-        try:
-            value = ast.literal_eval(field)
-        except (ValueError, SyntaxError):
-            raise ValueError(f"{where}: malformed bytes literal in a text field") from None
-        if not isinstance(value, bytes):  # pragma: no cover (b'...' always gives bytes)
-            raise ValueError(f"{where}: text field is not a bytes literal")
-        return value
-    return field.encode("utf-8")
+def literal_document(field: bytes) -> bytes:
+    """The document a release text field denotes (``b'caf\\xc3\\xa9'`` → ``café``'s bytes).
+
+    For inspection and tests only: LRA feeds the model the field itself, not this.
+    ValueError if the field is not a bytes literal.
+    """
+    try:
+        value = ast.literal_eval(field.decode("ascii"))
+    except (ValueError, SyntaxError, UnicodeDecodeError):
+        raise ValueError(f"not a bytes literal: {field[:40]!r}") from None
+    if not isinstance(value, bytes):
+        raise ValueError(f"not a bytes literal: {field[:40]!r}")
+    return value
 
 
 def _label_field(field: str, where: str) -> int:
@@ -205,10 +220,12 @@ def _label_field(field: str, where: str) -> int:
 def iter_pairs_tsv(path: str | Path) -> Iterator[PairExample]:
     """Pairs of a Retrieval TSV (an LRA release file or one from :func:`write_pairs_tsv`).
 
+    The text fields are kept as the raw bytes between the tabs, as LRA's pipeline
+    byte-encodes them (see the module docstring); the ids are decoded as UTF-8.
     Streams the file (the release's training file is large). Lines end at ``\\n`` (a
     trailing ``\\r`` is dropped); blank lines are skipped. Raises FileNotFoundError for a
     missing file and ValueError naming the file and line for a line without five
-    tab-separated fields or a label other than 0/1.
+    tab-separated fields, ids that are not UTF-8 or a label other than 0/1.
     """
     path = Path(path)
     try:
@@ -221,24 +238,17 @@ def iter_pairs_tsv(path: str | Path) -> Iterator[PairExample]:
             if not line.strip():
                 continue
             where = f"{path}:{number}"
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ValueError(f"{where}: not valid UTF-8") from None
-            fields = text.split("\t")
+            fields = line.split(b"\t")
             if len(fields) != 5:
                 raise ValueError(
                     f"{where}: expected 5 tab-separated fields (label, id1, id2, text1, text2), "
                     f"got {len(fields)}"
                 )
-            label, id1, id2, text1, text2 = fields
-            yield PairExample(
-                _label_field(label, where),
-                id1,
-                id2,
-                _text_field(text1, where),
-                _text_field(text2, where),
-            )
+            try:
+                label, id1, id2 = (f.decode("utf-8") for f in fields[:3])
+            except UnicodeDecodeError:
+                raise ValueError(f"{where}: label or ids not valid UTF-8") from None
+            yield PairExample(_label_field(label, where), id1, id2, fields[3], fields[4])
 
 
 def read_pairs_tsv(path: str | Path) -> list[PairExample]:
@@ -247,7 +257,8 @@ def read_pairs_tsv(path: str | Path) -> list[PairExample]:
 
 
 def write_pairs_tsv(path: str | Path, examples: Iterable[PairExample]) -> None:
-    """Write pairs in the release format (texts as bytes literals), atomically."""
+    """Write pairs in the release format, atomically: ``text1``/``text2`` are documents,
+    written as their bytes literals (``repr``), as the release stores AAN's papers."""
     path = Path(path)
     lines = []
     for i, ex in enumerate(examples):

@@ -48,10 +48,29 @@ joined as they are (raw WikiText rows end in their newline already).
 
 Metrics: ``perplexity`` = exp(mean token NLL), ``nll`` (nats per token) and ``bpc`` =
 total NLL in bits / characters of the scored text (comparable across tokenizations; for
-``bpe``, characters before NFC normalisation). The per-token NLLs of the test split are
-saved beside the record (``<stem>.nll.npy``, float32 nats, token order) so the figures
-can be recomputed; predictions are sums over blocks of ``stride`` tokens, the same
-blocks for every variant, for paired significance tests.
+``bpe``, characters before NFC normalisation).
+
+**Word-level perplexity** (word-level sources: ``word_level``, by default true for
+WikiText and false for the novels): ``word_perplexity`` = exp(total NLL of the split ÷
+``n_words``), the number the WikiText literature reports whatever the model's tokens.
+``n_words`` counts the words of WikiText's own tokenisation as Merity et al.'s and
+Transformer-XL's data loaders do (:func:`count_words`): every row of the split (one line
+of the WikiText file, blank lines included: HF gives them as ``""``) counts its
+whitespace-separated tokens (``len(row.split())``) plus one end-of-line ``<eos>``. The
+raw files hold the same whitespace tokens as the tokenised ones (which only replace rare
+words by ``<unk>``), so over an uncapped split this should reproduce the token counts
+of Merity et al.'s Table 1 (WikiText-2 and -103 share their articles of validation and
+test: 217,646 and 245,569); under a character cap the last row is cut and still counts
+its ``<eos>``. The NLL is that of the raw text as tokenised here, so ``word_perplexity``
+is comparable across tokenizers and with published word-level numbers. For word-level
+data it is the primary ``metric`` (and so picks the best checkpoint on the validation
+split, as the per-token perplexity would: same NLL, another divisor); ``perplexity``
+per token and ``bpc`` stay in the record.
+
+The per-token NLLs of the test split are saved beside the record (``<stem>.nll.npy``,
+float32 nats, token order) so the figures can be recomputed; predictions are sums over
+blocks of ``stride`` tokens, the same blocks for every variant, for paired significance
+tests.
 """
 
 from __future__ import annotations
@@ -98,6 +117,9 @@ from attnbench.text import (
 )
 
 SOURCES = ("wikitext", "novels")
+# Whether a source's text is word-level, i.e. published whitespace-tokenised with word-level
+# perplexities (the default of ``LMData.word_level``; the primary metric follows it).
+WORD_LEVEL_SOURCES = {"wikitext": True, "novels": False}
 TOKENIZERS = ("char", "byte", "bpe")
 SPLITS = ("train", "val", "test")
 HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # ours -> WikiText's
@@ -123,11 +145,20 @@ class LMData:
     max_train_chars: int | None = None  # caps (characters per split); None: the whole split
     max_val_chars: int | None = None
     max_test_chars: int | None = None
+    # Word-level text (whitespace-tokenised, as WikiText): report perplexity per word and make
+    # it the primary metric. None: the source's convention (WikiText true, novels false).
+    word_level: bool | None = None
 
     def __post_init__(self) -> None:
         where = "tasks.lm.data"
         if self.source not in SOURCES:
             raise ValueError(f"{where}.source={self.source!r}; valid choices: {', '.join(SOURCES)}")
+        if self.word_level is None:
+            self.word_level = WORD_LEVEL_SOURCES[self.source]
+        if not isinstance(self.word_level, bool):
+            raise ValueError(
+                f"{where}.word_level must be true, false or null, got {self.word_level!r}"
+            )
         if self.tokenizer not in TOKENIZERS:
             raise ValueError(
                 f"{where}.tokenizer={self.tokenizer!r}; valid choices: {', '.join(TOKENIZERS)}"
@@ -222,6 +253,16 @@ def novel_rows(table: Any, caps: dict[str, int | None]) -> dict[str, list[str]]:
             share = None if cap is None else cap // len(books)
             out[split] += take_chars([f" = {title} = \n", *parts[split]], share)
     return out
+
+
+def count_words(rows: Sequence[str]) -> int:
+    """Words of WikiText's tokenisation in ``rows``: per row, whitespace tokens + one <eos>.
+
+    A row is one line of the source file (blank lines, ``""`` in HF's WikiText, count their
+    ``<eos>`` too), as Merity et al.'s and Transformer-XL's loaders count
+    (``line.split() + ["<eos>"]``).
+    """
+    return sum(len(row.split()) + 1 for row in rows)
 
 
 def wikitext_rows(dataset: Any, caps: dict[str, int | None]) -> dict[str, list[str]]:
@@ -323,17 +364,24 @@ def block_predictions(nll: np.ndarray, block: int) -> list[dict[str, Any]]:
     ]
 
 
-def nll_metrics(nll: np.ndarray, n_chars: int) -> dict[str, float]:
-    """Perplexity, mean NLL (nats/token) and bits per character from per-token NLLs."""
+def nll_metrics(nll: np.ndarray, n_chars: int, n_words: int | None = None) -> dict[str, float]:
+    """Perplexity, mean NLL (nats/token) and bits per character from per-token NLLs.
+
+    With ``n_words`` also ``word_perplexity`` = exp(total NLL / n_words) and ``n_words``.
+    """
     total = float(nll.astype(np.float64).sum())
     mean = total / max(len(nll), 1)
-    return {
+    metrics = {
         "perplexity": math.exp(mean),
         "nll": mean,
         "bpc": total / math.log(2) / max(n_chars, 1),
         "tokens": float(len(nll)),
         "characters": float(n_chars),
     }
+    if n_words is not None:
+        metrics["word_perplexity"] = math.exp(total / max(n_words, 1))
+        metrics["n_words"] = float(n_words)
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------
@@ -341,18 +389,24 @@ def nll_metrics(nll: np.ndarray, n_chars: int) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------
 @register_task
 class LanguageModelling(Task):
-    """Causal language modelling: perplexity (lower is better), bits per character."""
+    """Causal language modelling: perplexity (lower is better), bits per character.
+
+    The primary metric is ``perplexity`` (per token), or ``word_perplexity`` where the data
+    are word-level (``LMData.word_level``; WikiText by default).
+    """
 
     name = "lm"
     family = "lm"
-    metric = "perplexity"
+    metric = "perplexity"  # per instance: "word_perplexity" for word-level data
     higher_is_better = False
     head = "lm"
     DataConfig = LMData
+    data_version = 2  # 2: lm.json counts each split's words
 
     def __init__(self, data_cfg: LMData, setup: TaskSetup | None = None) -> None:
         super().__init__(data_cfg, setup)
         self.meta: dict[str, Any] = {}
+        self.metric = "word_perplexity" if data_cfg.word_level else "perplexity"
 
     @property
     def recurrent(self) -> bool:
@@ -378,6 +432,8 @@ class LanguageModelling(Task):
             "all" if c.cap(s) is None else f"{c.cap(s):,}" for s in SPLITS
         )  # characters
         tok = c.tokenizer + (f" (vocabulary {c.vocab_size:,})" if c.tokenizer == "bpe" else "")
+        if c.word_level:
+            tok += "; perplexity per word (whitespace tokens + <eos> per line)"
         if c.source == "novels":
             table = "bundled novels.parquet" if c.path is None else f"novels table {c.path}"
             return DatasetInfo(
@@ -440,12 +496,14 @@ class LanguageModelling(Task):
             splits[split] = {
                 "tokens": len(ids),
                 "characters": len(texts[split]),
+                "words": count_words(rows[split]),  # see count_words
                 "unknown": int((ids == UNK).sum()),
             }
         meta = {
             "tokenizer": tokenizer.kind,
             "vocab_size": tokenizer.vocab_size,
             "stream": "[BOS] + tokens(text); every text token is scored",
+            "words": "per row (line): whitespace-separated tokens + 1 <eos>",
             "splits": splits,
         }
         atomic_write_text(out_dir / META_FILE, json.dumps(meta, indent=2) + "\n")
@@ -457,6 +515,10 @@ class LanguageModelling(Task):
             raise ValueError(
                 f"data in {data_dir} is tokenized as {self.meta['tokenizer']!r}, "
                 f"the profile asks for {self.cfg.tokenizer!r}; prepare it again"
+            )
+        if any("words" not in self.meta["splits"][s] for s in SPLITS):
+            raise ValueError(
+                f"data in {data_dir} has no word counts (older code); prepare it again"
             )
         for split in SPLITS:
             self.splits[split] = np.load(data_dir / f"{split}.npy").astype(np.int64)
@@ -546,8 +608,9 @@ class LanguageModelling(Task):
         device: torch.device,
         **model_kwargs: Any,
     ) -> Evaluation:
-        """Perplexity and bits per character; ``extra["token_nll"]``: every token's NLL
-        (nats, float32, text order), ``info``: how the split was read (window or segments)."""
+        """Perplexity and bits per character (word-level data: also ``word_perplexity`` and
+        ``n_words``); ``extra["token_nll"]``: every token's NLL (nats, float32, text order),
+        ``info``: how the split was read (window or segments)."""
         ids = self.splits[split]
         if len(ids) < 2:
             raise EmptySplitError(f"task {self.name!r}: split {split!r} is empty")
@@ -555,8 +618,9 @@ class LanguageModelling(Task):
             nll, info = self._recurrent_nll(model, ids, batch_size, device, model_kwargs)
         else:
             nll, info = self._window_nll(model, ids, batch_size, device, model_kwargs)
-        n_chars = int(self.meta["splits"][split]["characters"])
-        metrics = nll_metrics(nll, n_chars)
+        counts = self.meta["splits"][split]
+        words = int(counts["words"]) if self.cfg.word_level else None
+        metrics = nll_metrics(nll, int(counts["characters"]), words)
         metrics["loss"] = metrics["nll"]  # the mean token NLL, every task's "loss"
         return Evaluation(
             metrics,
@@ -645,24 +709,28 @@ class LanguageModelling(Task):
         return (-logp[self.splits["test"][1:]]).astype(np.float32)
 
     def baselines(self) -> dict[str, float]:
-        """Test perplexity of n-gram models fit on the training stream.
+        """Test perplexity (the primary metric's: per word for word-level data) of n-gram
+        models fit on the training stream.
 
         ``uniform`` (every token 1/V), ``unigram`` (add-one smoothed frequencies) and the
         interpolated Kneser–Ney ``kn_bigram`` and ``kn_trigram``
         (:func:`attnbench.ngram.kneser_ney_nll`), on exactly the tokens the model is
         scored on: every test token after the split's [BOS], which is context only.
         """
-        if len(self.splits.get("test", [])) < 2:
+        test = self.splits.get("test", [])
+        if len(test) < 2:
             return {}
-        result = {
-            "unigram": nll_metrics(self._unigram_nll(), 1)["perplexity"],
-            "uniform": float(self.vocab_size()),
-        }
+        words = int(self.meta["splits"]["test"]["words"]) if self.cfg.word_level else None
+
+        def score(nll: np.ndarray) -> float:
+            return nll_metrics(nll, 1, words)[self.metric]
+
+        v = self.vocab_size()
+        uniform = float(v) if words is None else math.exp((len(test) - 1) * math.log(v) / words)
+        result = {"unigram": score(self._unigram_nll()), "uniform": uniform}
         if len(self.splits.get("train", [])) >= 2:
-            train, test = self.splits["train"], self.splits["test"]
             for order, name in ((2, "kn_bigram"), (3, "kn_trigram")):
-                nll = kneser_ney_nll(train, test, order, self.vocab_size())
-                result[name] = nll_metrics(nll, 1)["perplexity"]
+                result[name] = score(kneser_ney_nll(self.splits["train"], test, order, v))
         return result
 
     def analysis_batch(self, size: int = 32) -> Batch | None:
@@ -674,8 +742,14 @@ class LanguageModelling(Task):
             "tokenizer": c.tokenizer,
             "window": c.window,
             "stride": c.stride,
+            "word_level": c.word_level,
             "nll_file": "per-token NLL of the test split, nats, float32, in text order",
         }
+        if c.word_level:
+            info["words"] = (
+                "word_perplexity = exp(total NLL / n_words); n_words = per line of the source "
+                "(blank lines included), whitespace-separated tokens + 1 <eos>"
+            )
         if self.meta:
             test = self.meta["splits"]["test"]
             v = self.vocab_size()

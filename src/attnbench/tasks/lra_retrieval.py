@@ -2,7 +2,7 @@
 
 Tay et al. 2021, "Long Range Arena: A Benchmark for Efficient Transformers", §3.5
 (after Radev et al. 2013, "The ACL Anthology Network corpus"). Two papers, each read
-as its first ``max_length`` UTF-8 bytes (LRA: 4000, so 8K bytes per pair), are
+as its first ``max_length`` bytes (LRA: 4000, so 8K bytes per pair), are
 encoded **separately** by one shared encoder — a two-tower model
 (:class:`attnbench.model.PairClassifier`: pooled vectors u, v combined as
 [u, v, u⊙v, u−v] into an MLP) — and classified as linked (one cites the other) or
@@ -12,9 +12,13 @@ document into one vector, not align the pair token by token.
 Data sources (one reader, :func:`attnbench.data.lra.read_pairs_tsv`, for both)
     ``lra-release``: ``path`` is the release's ``lra_release/tsv_data`` directory with
     ``new_aan_pairs.{train,eval,test}.tsv`` (147,086 / 18,090 / 17,437 pairs; the
-    format and what is assumed about it are in :mod:`attnbench.data.lra`). The
-    release tarball is the only public copy of the AAN text LRA used (the original
-    AAN download is dead).
+    format is described in :mod:`attnbench.data.lra`). The release tarball is the
+    only public copy of the AAN text LRA used (the original AAN download is dead).
+    **Bytes as LRA reads them**: the release stores each paper as a Python bytes
+    literal ``b'...'``, and LRA's pipeline byte-encodes that literal as it stands,
+    without decoding it (``b'`` prefix, backslash escapes such as ``\\n`` or
+    ``\\xc3\\xa9`` and the closing quote are all tokens; ``max_length`` counts them).
+    The documents here are exactly those bytes.
 
     ``bundled`` (offline stand-in, labelled as such): chapter matching across two
     English Bible translations from ``bible.parquet``. Each chapter (KJV
@@ -26,7 +30,8 @@ Data sources (one reader, :func:`attnbench.data.lra.read_pairs_tsv`, for both)
     split the chapters are put in a seeded random order and chapter i's negative is
     the WEB text of chapter i + 1 (cyclically): every chapter gives one positive and
     one negative pair (balanced), and every document appears once in each. The pairs
-    are written as TSV files in the release format and read back by the same reader.
+    are written as TSV files in the release format (bytes literals) and read back by
+    the same reader, so the model sees them as LRA's models see AAN: as literals.
 """
 
 from __future__ import annotations
@@ -112,6 +117,7 @@ class LRARetrieval(Task):
     head = "pair_classification"
     n_classes = 2
     DataConfig = RetrievalData
+    data_version = 2  # 2: documents are the release's bytes literals as written (as LRA)
 
     # -- description ------------------------------------------------------------------------
     def requirements(self) -> Requirements:
@@ -126,14 +132,14 @@ class LRARetrieval(Task):
                 "lra-release",
                 False,
                 f"ACL Anthology Network citation pairs (LRA release, {c.path}), "
-                f"first {c.max_length} bytes of each paper",
+                f"first {c.max_length} bytes of each paper's bytes literal as stored (as LRA)",
             )
         return DatasetInfo(
             "bible-kjv-web-chapters",
             "bundled",
             True,
-            f"KJV vs WEB Bible chapter matching, first {c.max_length} bytes of each chapter, "
-            "balanced (offline stand-in for LRA Retrieval / AAN)",
+            f"KJV vs WEB Bible chapter matching, first {c.max_length} bytes of each chapter's "
+            "bytes literal (as LRA reads AAN), balanced (offline stand-in for LRA Retrieval / AAN)",
         )
 
     def max_len(self) -> int:
@@ -156,7 +162,8 @@ class LRARetrieval(Task):
         rng = random.Random(c.seed)
         sizes = {"train": c.n_train, "val": c.n_val, "test": c.n_test}
         for split in SPLITS:
-            # the release reader for both sources; documents cut to max_length bytes at once
+            # the release reader for both sources: each document is its text field's raw bytes
+            # (the bytes literal, as LRA encodes it), cut to max_length bytes at once
             examples = [
                 (e.text1[: c.max_length], e.text2[: c.max_length], e.label)
                 for e in lra.iter_pairs_tsv(files[split])
