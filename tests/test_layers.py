@@ -40,9 +40,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "attnbench.baselines",
         "attnbench.config_bench",
         "attnbench.gpu_slots",
+        "attnbench.tuning",
         "attnbench.data",
     ),
     "reporting": (
+        "attnbench.capacity",
         "attnbench.significance",
         "attnbench.verdicts",
         "attnbench.leaderboard",
@@ -58,7 +60,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     "tasks": ("attnbench.tasks", "attnbench.train", "attnbench.distributed"),
     "assembly": ("attnbench.config", "attnbench.job"),
-    "jobs": ("attnbench.runner", "attnbench.ablation", "attnbench.bench"),
+    "jobs": ("attnbench.runner", "attnbench.ablation", "attnbench.bench", "attnbench.datacheck"),
     "interface": ("attnbench.cli",),
 }
 TRAINING_STACK = ("foundation", "model", "tasks", "assembly", "jobs")

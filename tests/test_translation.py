@@ -448,3 +448,119 @@ def test_job_writes_scores_that_sacrebleu_recomputes_from_the_saved_files(
     ones = torch.ones(1, 2)
     masked = task.evaluate(model, "test", 16, torch.device("cpu"), head_mask=ones).metrics
     assert masked["bleu"] == test["bleu"]
+
+
+# ---------------------------------------------------------------------------------------
+# Token-based batches (data.max_tokens)
+# ---------------------------------------------------------------------------------------
+def _lengths(n: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    rng = random.Random(seed)
+    src = [rng.randint(2, 60) for _ in range(n)]
+    return src, [max(2, s + rng.randint(-8, 8)) for s in src]
+
+
+@pytest.mark.parametrize("max_tokens", [130, 400, 2000])
+def test_token_batches_stay_within_budget_and_cover_each_pair_once(max_tokens: int) -> None:
+    src, tgt = _lengths(700)
+    for epoch in (0, 1, 2):
+        groups = parallel.token_batches(src, tgt, max_tokens, epoch=epoch, seed=7)
+        assert sorted(i for g in groups for i in g) == list(range(700))  # each exactly once
+        for g in groups:  # padded source + target positions, as defined
+            assert len(g) * (max(src[i] for i in g) + max(tgt[i] for i in g)) <= max_tokens
+            assert parallel.batch_cost(src, tgt, g) <= max_tokens
+        # deterministic: a pure function of the lengths, the budget, seed and epoch
+        assert groups == parallel.token_batches(src, tgt, max_tokens, epoch=epoch, seed=7)
+    epoch0 = parallel.token_batches(src, tgt, max_tokens, epoch=0, seed=7)
+    assert epoch0 != parallel.token_batches(src, tgt, max_tokens, epoch=1, seed=7)
+    assert epoch0 != parallel.token_batches(src, tgt, max_tokens, epoch=0, seed=8)
+
+
+def test_token_batches_are_length_sorted_full_and_in_random_order() -> None:
+    src, tgt = _lengths(2000, seed=1)
+    groups = parallel.token_batches(src, tgt, 1000, epoch=0, seed=0)
+    real = sum(src) + sum(tgt)
+    padded = sum(parallel.batch_cost(src, tgt, g) for g in groups)
+    assert padded < 1.15 * real  # sorted by length: little padding
+    assert real / len(groups) > 0.8 * 1000  # batches filled close to the budget
+    firsts = [min(src[i] for i in g) for g in groups]
+    assert firsts != sorted(firsts)  # drawn in a shuffled order, not short to long
+    with pytest.raises(ValueError, match="below the 62 positions of example"):
+        parallel.token_batches([2, 30], [4, 32], 40)
+
+
+def test_translation_trains_on_token_batches_the_same_for_every_variant(tmp_path: Path) -> None:
+    files = write_hub_files(tmp_path / "raw")
+    cfg = hub_config(files, max_tokens=600)
+    task = tr.Translation(cfg)
+    task.prepare(tmp_path / "data")
+    task.load(tmp_path / "data")
+    train = task.splits["train"]
+
+    def draw(t: tr.Translation, epoch: int) -> list[list[int]]:
+        batches = list(t.batches("train", 8, shuffle=True, epoch=epoch, seed=3))
+        for b in batches:
+            if t.setup.pad_to is None:  # the budget counts the padded source + target
+                assert b.inputs["src"].numel() + b.inputs["tgt"].numel() <= 600
+        return [b.index.tolist() for b in batches]
+
+    first = draw(task, 0)
+    assert sorted(i for idx in first for i in idx) == list(range(len(train)))
+    assert any(len(idx) != 8 for idx in first)  # sized by tokens, not by train.batch_size
+    assert first == draw(task, 0) and first != draw(task, 1)
+    fixed = tr.Translation(cfg, tr.TaskSetup(pad_to=task.max_len()))  # a fixed-length variant
+    fixed.load(tmp_path / "data")
+    assert draw(fixed, 0) == first  # the same pairs, only padded differently
+    assert [len(b.targets) for b in task.batches("val", 4)] == [4, 4, 2]  # eval: sentences
+    assert "600 source + target positions" in task.record_info()["training_batches"]
+    with pytest.raises(ValueError, match=r"max_tokens=100 cannot hold one pair"):
+        hub_config(files, max_tokens=100)
+
+
+def test_token_batched_run_with_averaging_resumes_to_the_same_model(tmp_path: Path) -> None:
+    """Killed mid-run and resumed from its checkpoint, a token-batched run with checkpoint
+    averaging ends with the parameters and scores of an uninterrupted one."""
+    from attnbench.train import Resume, TrainConfig, train
+
+    class Killed(BaseException):
+        pass
+
+    files = write_hub_files(tmp_path / "raw")
+    task = tr.Translation(hub_config(files, max_tokens=500, bootstrap=0))
+    task.prepare(tmp_path / "data")
+    task.load(tmp_path / "data")
+    cfg = TrainConfig(
+        steps=8, eval_every=2, checkpoint_every=3, warmup_steps=1, average_checkpoints=3
+    )
+    spec = get_variant("vanilla")
+    mcfg = ModelConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=task.max_len())
+
+    def run(resume: Resume | None) -> tuple[dict, object]:
+        torch.manual_seed(0)
+        model = task.build_model(mcfg, spec, {})
+        result = train(task, model, cfg, seed=0, device=torch.device("cpu"), progress=False,
+                       resume=resume)  # fmt: skip
+        return model.state_dict(), result
+
+    reference_state, reference = run(None)
+    resume = Resume(tmp_path / "run.resume.pt", {"config_hash": "x", "seed": 0}, log=lambda m: None)
+    calls = [0]
+    original = tr.Translation.loss
+
+    def loss(self, model, batch):
+        calls[0] += 1
+        if calls[0] == 6:  # after the checkpoint at step 4 (an eval) and before step 6's
+            raise Killed
+        return original(self, model, batch)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tr.Translation, "loss", loss)
+        with pytest.raises(Killed):
+            run(resume)
+    assert resume.path.exists()
+    state, result = run(resume)
+    assert resume.resumed_from == [4]
+    assert all(torch.equal(state[k], reference_state[k]) for k in reference_state)
+    assert result.test == reference.test and result.val == reference.val
+    assert result.best_step == reference.best_step == 8
+    info = result.test_evaluation.info
+    assert info["averaged_steps"] == [4, 6, 8] and info["average_checkpoints"] == 3

@@ -26,8 +26,8 @@ def _profile(path: str) -> dict[str, Any]:
 def _task_entry(profile: dict[str, Any], task: str) -> None:
     from attnbench.tasks.base import get_task
 
-    get_task(task)  # unknown task names fail with the valid choices
     if task not in profile["tasks"]:
+        get_task(task)  # unknown task names fail with the valid choices
         raise ValueError(
             f"task {task!r} is not configured in profile {profile['profile']!r}; "
             f"its tasks: {', '.join(profile['tasks'])}"
@@ -154,6 +154,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{len(variants)} variant(s) × {len(profile['seeds'])} seed(s), reference "
         f"{reference!r} with {len(run_seeds(profile, reference))} seed(s): {n_runs} runs"
     )
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    """One line per task: is its data here (or reachable), with the published row counts?
+
+    Exits 0 whatever the verdicts (they are findings, not errors); a bad profile is
+    bad input (exit 2).
+    """
+    from attnbench.datacheck import check_profile, report
+
+    profile = _profile(args.profile)
+    report(check_profile(profile, lambda task: data_dir_for(profile, task)))
     return 0
 
 
@@ -331,6 +344,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a profile YAML file against the schema")
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="profile YAML (default: %(default)s)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("data", help="inspect the data a profile needs")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    q = data_sub.add_parser(
+        "check",
+        help="per task: are its data here (local files, HF cache, prepared) or reachable, "
+        "and do their rows per split match the published counts",
+        description="One line per task with a verdict: ok, missing, size mismatch or "
+        "not checkable offline. Nothing is downloaded. Exit 0 whatever the verdicts; "
+        "2 for a bad profile.",
+    )
+    q.add_argument("--profile", default=DEFAULT_PROFILE, help="profile YAML (default: %(default)s)")
+    q.set_defaults(func=cmd_data_check)
 
     p = sub.add_parser("prepare", help="generate or read one task's data into the data directory")
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="profile YAML (default: %(default)s)")

@@ -4,7 +4,10 @@ AdamW/Adam, linear warm-up then constant / linear / cosine / inverse-square-root
 decay, gradient clipping, bf16 autocast on CUDA, periodic validation, and — a
 known LRA reproducibility trap — the test split is evaluated at the **best
 validation checkpoint**, not at the last step. A NaN or infinite loss stops the
-run with status ``diverged`` (the caller writes that record).
+run with status ``diverged`` (the caller writes that record). With
+``average_checkpoints: k > 1`` the tested model is instead the parameter average of the
+last ``k`` evaluation checkpoints (Vaswani et al. 2017 average the last 5), and the
+test evaluation's ``info`` says so (:func:`average_state_dicts`).
 
 A run killed at any moment resumes *exactly*: every ``checkpoint_every`` steps and
 at each evaluation the trainer atomically writes a resume checkpoint holding the
@@ -23,6 +26,7 @@ and writes the resume checkpoint, which then holds every rank's random generator
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import math
 import random
@@ -63,6 +67,9 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     log_every: int = 10  # progress-bar refresh / history interval
     checkpoint_every: int = 500  # write the resume checkpoint every N steps (and at each eval)
+    # test the mean parameters of the last k evaluation checkpoints (1: the best validation
+    # checkpoint, no averaging)
+    average_checkpoints: int = 1
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # YAML gives a list
@@ -77,6 +84,7 @@ class TrainConfig:
             "log_every": self.log_every > 0,
             "checkpoint_every": self.checkpoint_every > 0,
             "weight_decay": self.weight_decay >= 0,
+            "average_checkpoints": self.average_checkpoints >= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -173,6 +181,7 @@ _RESUME_KEYS = (
     "rng",
 )
 RNG_BY_RANK = "rng_by_rank"  # distributed runs: every rank's generators, in rank order
+AVERAGED = "averaged"  # checkpoint averaging: the last k evaluation states and their steps
 
 
 def _log(message: str) -> None:
@@ -352,6 +361,31 @@ def _own_rng(saved: dict[str, Any], parallel: DistContext, resume: Resume | None
     return states[parallel.rank]
 
 
+def average_state_dicts(states: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """The element-wise mean of state dicts of one model (checkpoint averaging).
+
+    Floating-point entries are averaged (in float64, returned in their own dtype); other
+    entries (integer buffers, masks) are taken from the last state. One state comes
+    back unchanged.
+    """
+    if not states:
+        raise ValueError("average_state_dicts needs at least one state")
+    if len(states) == 1:
+        return dict(states[0])
+    out = {}
+    for key, last in states[-1].items():
+        if torch.is_floating_point(last):
+            stacked = torch.stack([s[key].to(torch.float64) for s in states])
+            out[key] = stacked.mean(dim=0).to(last.dtype)
+        else:
+            out[key] = last.clone()
+    return out
+
+
+def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 def make_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig
 ) -> torch.optim.lr_scheduler.LambdaLR:
@@ -381,6 +415,8 @@ def optimizer_step(
 
 @dataclass
 class TrainResult:
+    # The tested checkpoint's step and validation metrics: the best validation checkpoint,
+    # or with checkpoint averaging the newest averaged step and the average's metrics.
     best_step: int
     val: dict[str, float]
     test: dict[str, float]
@@ -436,6 +472,8 @@ def train(
     running = 0.0
     running_aux: float | None = None
     start, epoch, index, resumed_from = 0, 0, 0, []
+    # checkpoint averaging: the last k evaluation states (CPU copies) and their steps
+    averaged: dict[str, list[Any]] = {"steps": [], "states": []}
 
     saved = _read_resume_on_every_rank(resume, parallel)
     if saved is not None:
@@ -463,6 +501,7 @@ def train(
         train_tokens = saved["train_tokens"]
         train_time, eval_time = saved["train_time_s"], saved["eval_time_s"]
         prior_wall = saved["wall_s"]
+        averaged = saved.get(AVERAGED) or averaged
         resumed_from = [*saved["resumed_from"], start]
         resume.resumed_from, resume.prior_wall_s = resumed_from, prior_wall
         if main:
@@ -502,6 +541,7 @@ def train(
                 "wall_s": prior_wall + time.perf_counter() - entered,
                 "resumed_from": resumed_from,
                 "rng": rngs[0],
+                **({AVERAGED: averaged} if cfg.average_checkpoints > 1 else {}),
                 **extra,
             },
         )
@@ -562,6 +602,12 @@ def train(
             if score > best_score:  # keep the best checkpoint by validation metric
                 best_score, best_step, best_val = score, step + 1, val
                 best_state = copy.deepcopy(model.state_dict())
+            if cfg.average_checkpoints > 1:
+                keep = cfg.average_checkpoints - 1
+                averaged = {
+                    "steps": [*averaged["steps"][-keep:], step + 1],
+                    "states": [*averaged["states"][-keep:], _cpu_state(model)],
+                }
             if on_eval is not None:
                 on_eval(step + 1, val)
             bar.set_postfix(loss=f"{running:.3f}", val=f"{val[select]:.4f}", refresh=False)
@@ -572,12 +618,31 @@ def train(
     if not main:
         return TrainResult(-1, {}, {}, None, train_tokens, train_time, eval_time, [])
     assert best_state is not None
-    model.load_state_dict(best_state)
+    tested: dict[str, Any] | None = None
+    if cfg.average_checkpoints > 1:
+        # the mean of the last k evaluation checkpoints is tested, and validated again
+        model.load_state_dict(average_state_dicts(averaged["states"]))
+        model.eval()
+        t1 = time.perf_counter()
+        with autocast_context(device, cfg):
+            best_val = task.evaluate(model, "val", cfg.eval_batch_size, device).metrics
+        eval_time += time.perf_counter() - t1
+        tested = {
+            "checkpoint": f"average of the last {len(averaged['steps'])} evaluation checkpoints",
+            "average_checkpoints": cfg.average_checkpoints,
+            "averaged_steps": list(averaged["steps"]),
+            "best_validation_step": best_step,
+        }
+        best_step = averaged["steps"][-1]
+    else:
+        model.load_state_dict(best_state)
     model.eval()
     t1 = time.perf_counter()
     with autocast_context(device, cfg):
         evaluation = task.evaluate(model, "test", cfg.eval_batch_size, device)
     eval_time += time.perf_counter() - t1
+    if tested is not None:  # the record says which parameters were tested
+        evaluation = dataclasses.replace(evaluation, info={**evaluation.info, **tested})
     return TrainResult(
         best_step=best_step,
         val=best_val,

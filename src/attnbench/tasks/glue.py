@@ -246,6 +246,9 @@ class GlueTask(SequenceClassificationTask):
     title: ClassVar[str] = ""  # e.g. "CoLA (Warstadt et al. 2019)", for the description
     #: key of the metric set's output that is ``metric`` (MNLI renames it per split)
     set_metric: ClassVar[str | None] = None
+    #: rows per split of the hub's GLUE configuration (``attnbench data check``), keyed by
+    #: "glue/<configuration>"; the test splits' labels are hidden (-1)
+    published_sizes: ClassVar[dict[str, dict[str, int]]] = {}
 
     def __init__(self, data_cfg: Any, setup: TaskSetup | None = None) -> None:
         super().__init__(data_cfg, setup)
@@ -573,6 +576,9 @@ class CoLA(GlueTask):
     set_metric = "mcc"
     title = "CoLA (Warstadt et al. 2019)"
     DataConfig = _glue_data("cola")
+    published_sizes: ClassVar[dict[str, dict[str, int]]] = {
+        "glue/cola": {"train": 8_551, "validation": 1_043, "test": 1_063}
+    }
 
 
 @register_task
@@ -588,6 +594,9 @@ class SST2(GlueTask):
     name = "sst2"
     title = "SST-2 (Socher et al. 2013)"
     DataConfig = _glue_data("sst2")
+    published_sizes: ClassVar[dict[str, dict[str, int]]] = {
+        "glue/sst2": {"train": 67_349, "validation": 872, "test": 1_821}
+    }
 
 
 @register_task
@@ -606,6 +615,9 @@ class MRPC(GlueTask):
     fields = ("sentence1", "sentence2")
     title = "MRPC (Dolan & Brockett 2005)"
     DataConfig = _glue_data("mrpc")
+    published_sizes: ClassVar[dict[str, dict[str, int]]] = {
+        "glue/mrpc": {"train": 3_668, "validation": 408, "test": 1_725}
+    }
 
 
 @register_task
@@ -627,6 +639,9 @@ class STSB(GlueTask):
     fields = ("sentence1", "sentence2")
     title = "STS-B (Cer et al. 2017)"
     DataConfig = _glue_data("stsb")
+    published_sizes: ClassVar[dict[str, dict[str, int]]] = {
+        "glue/stsb": {"train": 5_749, "validation": 1_500, "test": 1_379}
+    }
 
 
 @register_task
@@ -643,6 +658,9 @@ class QQP(GlueTask):
     fields = ("question1", "question2")
     title = "QQP (Iyer et al. 2017)"
     DataConfig = _glue_data("qqp")
+    published_sizes: ClassVar[dict[str, dict[str, int]]] = {
+        "glue/qqp": {"train": 363_846, "validation": 40_430, "test": 390_965}
+    }
 
 
 @register_task
@@ -670,6 +688,15 @@ class MNLI(GlueTask):
     }
     title = "MNLI (Williams et al. 2018)"
     DataConfig = _glue_data("mnli")
+    published_sizes: ClassVar[dict[str, dict[str, int]]] = {
+        "glue/mnli": {
+            "train": 392_702,
+            "validation_matched": 9_815,
+            "validation_mismatched": 9_832,
+            "test_matched": 9_796,
+            "test_mismatched": 9_847,
+        }
+    }
 
     @torch.no_grad()
     def evaluate(
@@ -711,6 +738,9 @@ class QNLI(GlueTask):
     fields = ("question", "sentence")
     title = "QNLI (from SQuAD, Rajpurkar et al. 2016)"
     DataConfig = _glue_data("qnli")
+    published_sizes: ClassVar[dict[str, dict[str, int]]] = {
+        "glue/qnli": {"train": 104_743, "validation": 5_463, "test": 5_463}
+    }
 
 
 @register_task
@@ -727,6 +757,9 @@ class RTE(GlueTask):
     fields = ("sentence1", "sentence2")
     title = "RTE (Dagan et al. 2006, RTE1-3 and 5)"
     DataConfig = _glue_data("rte")
+    published_sizes: ClassVar[dict[str, dict[str, int]]] = {
+        "glue/rte": {"train": 2_490, "validation": 277, "test": 3_000}
+    }
 
 
 @register_task
@@ -744,3 +777,6 @@ class WNLI(GlueTask):
     fields = ("sentence1", "sentence2")
     title = "WNLI (Levesque et al. 2012)"
     DataConfig = _glue_data("wnli")
+    published_sizes: ClassVar[dict[str, dict[str, int]]] = {
+        "glue/wnli": {"train": 635, "validation": 71, "test": 146}
+    }

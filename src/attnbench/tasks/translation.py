@@ -17,12 +17,30 @@ Data (``tasks.translation.data``; the defaults are the IWSLT 2017 De→En protoc
 
 - ``source: huggingface`` — a parallel corpus through HF ``datasets`` in the hub's
   translation schema, rows ``{"translation": {"de": ..., "en": ...}}`` with splits
-  train/validation/test: IWSLT 2017 De–En (Cettolo et al. 2017, "Overview of the IWSLT
-  2017 Evaluation Campaign"; ``hf_path: iwslt2017``, ``hf_name: iwslt2017-de-en``) or
-  WMT16 En→De (Bojar et al. 2016, "Findings of the 2016 Conference on Machine
-  Translation"; ``hf_path: wmt16``, ``hf_name: de-en``, ``src_lang: en``,
-  ``tgt_lang: de``). ``hf_path: json`` or ``parquet`` with ``data_files`` reads local
-  files in the same schema.
+  train/validation/test (:func:`attnbench.data.hf.load_hf_dataset`):
+
+  * IWSLT 2017 De–En (Cettolo et al. 2017, "Overview of the IWSLT 2017 Evaluation
+    Campaign"; the defaults, ``hf_path: iwslt2017``, ``hf_name: iwslt2017-de-en``):
+    validation = dev2010 (888 pairs), test = tst2010–tst2015 (8,079). The hub dataset
+    is a loading script, which ``datasets`` ≥ 4 refuses, so it is read from the hub's
+    parquet conversion (``hf_revision: refs/convert/parquet``, the configuration's
+    folder as ``data_dir``; done automatically). A local copy of that conversion is
+    read with ``hf_path: <folder>``, ``data_dir: iwslt2017-de-en``; a local copy of the
+    official release (``train.tags.de-en.de`` / ``.en``, ``IWSLT17.TED.dev2010.de-en.*.xml``,
+    ``IWSLT17.TED.tst201?.de-en.*.xml``) with ``hf_path: <folder>`` (and ``data_dir``
+    if the files are in a subfolder): it is read as the hub's script read it.
+  * WMT14 En→De (Bojar et al. 2014, "Findings of the 2014 Workshop on Statistical
+    Machine Translation"; ``hf_path: wmt14``, ``hf_name: de-en``, ``src_lang: en``,
+    ``tgt_lang: de``): 4.5M training pairs, validation = newstest2013 (3,000), test =
+    newstest2014 (3,003 sentences, sacrebleu's ``wmt14/full``) — the setting of
+    Vaswani et al. 2017 (``config/wmt14.yaml``).
+  * WMT16 En→De (Bojar et al. 2016, "Findings of the 2016 Conference on Machine
+    Translation"; ``hf_path: wmt16``): validation = newstest2015 (2,169), test =
+    newstest2016 (2,999) — not the test set of the Transformer papers.
+
+  ``hf_path`` may be a local folder laid out as the hub repository (its ``README.md``
+  names the configurations), or ``json`` / ``parquet`` with ``data_files`` (or
+  ``data_dir``) for local files in the same schema.
 - ``source: bundled`` — the offline stand-in: King James Bible verses (English) paired
   with the Reina-Valera 1909 (Spanish) verse of the same reference (``bible.parquet``,
   rows where both are present). The bible table is converted into the hub's translation
@@ -51,7 +69,17 @@ truncated the same way. ``stats.json`` in the data directory counts all of this.
 Sequences: source ``x_1 … x_n [EOS]``, decoder input ``[BOS] y_1 … y_m``, target
 ``y_1 … y_m [EOS]``; so ``max_len = max_length + 1``. Training batches are drawn with
 length bucketing (sorted within windows of 50 batches, then shuffled), which cuts the
-padding, and so the cost, of a step.
+padding, and so the cost, of a step. With ``max_tokens`` a training batch is instead a
+number of tokens, as in Vaswani et al. 2017 (≈ 25,000 source + 25,000 target tokens)
+and fairseq: the pairs are sorted by (source, target) length (ties in a random order)
+and cut into batches of at most ``max_tokens`` source + target positions counted with
+the padding to the batch's longest source and target
+(:func:`attnbench.data.parallel.token_batches`), and the batches are drawn in a random
+order; both random orders are a pure function of (seed, epoch), so a resumed run
+continues with the same batches. ``train.batch_size`` is then unused in training;
+evaluation batches are ``train.eval_batch_size`` sentences either way. The batches are
+the same for every variant: a fixed-length variant's batches hold the same pairs,
+padded to ``max_len``.
 
 Training minimises label-smoothed cross-entropy (Szegedy et al. 2016; ε = 0.1 in
 Vaswani et al. 2017). **Checkpoint selection** is by validation loss (teacher-forced
@@ -87,7 +115,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +132,7 @@ from attnbench.data.parallel import (
     normalize_whitespace,
     read_translation_splits,
     stable_sample,
+    token_batches,
 )
 from attnbench.metrics import score_translations
 from attnbench.model import EncoderDecoder, ModelConfig
@@ -144,6 +173,7 @@ class TranslationData:
     hf_path: str = "iwslt2017"  # huggingface: dataset path ("json"/"parquet" for local files)
     hf_name: str | None = "iwslt2017-de-en"  # huggingface: configuration name
     hf_revision: str | None = None  # huggingface: e.g. "refs/convert/parquet" for script sets
+    data_dir: str | None = None  # huggingface: folder inside the dataset (conversion config)
     data_files: str | dict[str, str] | None = None  # huggingface: local files per split
     bible_file: str | None = None  # bundled: a bible.parquet (None: the shipped one)
     src_lang: str = "de"
@@ -161,6 +191,9 @@ class TranslationData:
     max_len_b: int = 50  # ... capped by the model's max_len
     bootstrap: int = 1000  # resamples for the 95 % confidence intervals (0: none)
     bootstrap_seed: int = 12345  # sacrebleu's default seed
+    # training batches of at most this many source + target positions (padding included),
+    # sorted by length; None: train.batch_size sentences per batch, length-bucketed
+    max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         where = "tasks.translation.data"
@@ -190,6 +223,11 @@ class TranslationData:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(
                 f"{where}.label_smoothing must be in [0, 1), got {self.label_smoothing}"
+            )
+        if self.max_tokens is not None and self.max_tokens < 2 * (self.max_length + 1):
+            raise ValueError(
+                f"{where}.max_tokens={self.max_tokens} cannot hold one pair of max_length="
+                f"{self.max_length} subwords: valid: at least {2 * (self.max_length + 1)}"
             )
         if self.length_penalty < 0 or self.max_len_a < 0 or self.bootstrap < 0:
             raise ValueError(
@@ -228,6 +266,15 @@ class Translation(Task):
     selection_metric = "loss"  # validation cross-entropy; see the module docstring
     selection_higher_is_better = False
     DataConfig = TranslationData
+    # Rows per hub split of the published data sets (``attnbench data check``), keyed by
+    # "<dataset>/<configuration>": the hub's IWSLT 2017 (Cettolo et al. 2017: dev2010,
+    # tst2010-2015), WMT14 (newstest2013, newstest2014) and WMT16 (newstest2015, -2016).
+    published_sizes: ClassVar[dict[str, dict[str, int]]] = {
+        "iwslt2017/iwslt2017-de-en": {"train": 206_112, "validation": 888, "test": 8_079},
+        "iwslt2017/iwslt2017-en-de": {"train": 206_112, "validation": 888, "test": 8_079},
+        "wmt14/de-en": {"train": 4_508_785, "validation": 3_000, "test": 3_003},
+        "wmt16/de-en": {"train": 4_548_885, "validation": 2_169, "test": 2_999},
+    }
 
     def __init__(self, data_cfg: TranslationData, setup: TaskSetup | None = None) -> None:
         super().__init__(data_cfg, setup)
@@ -259,6 +306,10 @@ class Translation(Task):
                 f"(offline stand-in for IWSLT-style translation), {common}",
             )
         where = c.hf_path + (f"/{c.hf_name}" if c.hf_name else "")
+        if c.data_dir is not None:
+            where += f" [{c.data_dir}]"
+        if c.hf_revision is not None:
+            where += f"@{c.hf_revision}"
         if c.data_files is not None:
             where += f" files {c.data_files}"
         name = (c.hf_name or c.hf_path).replace("/", "-")
@@ -283,7 +334,11 @@ class Translation(Task):
             dataset = load_hf_dataset("json", data_files=files)
         else:
             dataset = load_hf_dataset(
-                c.hf_path, c.hf_name, data_files=c.data_files, revision=c.hf_revision
+                c.hf_path,
+                c.hf_name,
+                data_dir=c.data_dir,
+                data_files=c.data_files,
+                revision=c.hf_revision,
             )
         try:
             return read_translation_splits(dataset, c.src_lang, c.tgt_lang)
@@ -392,12 +447,29 @@ class Translation(Task):
         by_length: bool = False,
     ) -> Iterator[Batch]:
         """Pairs grouped by :func:`attnbench.batching.batch_groups` (length-bucketed when
-        ``shuffle``), a pair's length being its longer side's."""
+        ``shuffle``), a pair's length being its longer side's; training batches (``shuffle``)
+        with ``max_tokens`` set by :func:`attnbench.data.parallel.token_batches` instead."""
         pairs: list[Pair] = self.splits[split]
-        lengths = [p.length for p in pairs]
-        groups = self.batch_indices(
-            split, lengths, batch_size, shuffle=shuffle, epoch=epoch, seed=seed, by_length=by_length
-        )
+        if shuffle and self.cfg.max_tokens is not None:
+            if not pairs:
+                raise EmptySplitError(f"task {self.name!r}: split {split!r} is empty")
+            groups = token_batches(
+                [len(p.src_ids) + 1 for p in pairs],  # x … [EOS]
+                [len(p.tgt_ids) + 1 for p in pairs],  # [BOS] y … (and y … [EOS])
+                self.cfg.max_tokens,
+                epoch=epoch,
+                seed=seed,
+            )
+        else:
+            groups = self.batch_indices(
+                split,
+                [p.length for p in pairs],
+                batch_size,
+                shuffle=shuffle,
+                epoch=epoch,
+                seed=seed,
+                by_length=by_length,
+            )
         for idx in groups:
             yield self._collate([pairs[i] for i in idx], idx)
 
@@ -601,8 +673,15 @@ class Translation(Task):
     def record_info(self, evaluation: Evaluation | None = None) -> dict[str, Any]:
         c = self.cfg
         info: dict[str, Any] = {
+            **super().record_info(evaluation),  # how the test split was evaluated, if said
             "cross_attention": self.setup.cross_attention,
             "selection": "validation loss (teacher-forced cross-entropy per target token)",
+            "training_batches": (
+                f"at most {c.max_tokens} source + target positions (padding included), "
+                "pairs sorted by length, batches in a random order"
+                if c.max_tokens is not None
+                else "train.batch_size pairs, length-bucketed"
+            ),
             "decoding": {
                 "test": "beam search" if c.beam_size > 1 else "greedy",
                 "beam_size": c.beam_size,
