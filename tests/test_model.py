@@ -682,3 +682,24 @@ def test_train_is_reproducible_with_the_same_seed() -> None:
         progress=False,
     )
     assert other.history != a.history
+
+
+def test_d_ff_zero_builds_attention_only_blocks() -> None:
+    """model.d_ff = 0: no feed-forward sublayer (Zoology's MQAR models), the rest intact."""
+    from attnbench.attention import get_variant
+    from attnbench.model import LanguageModel, ModelConfig
+
+    cfg = ModelConfig(d_model=16, n_heads=2, n_layers=2, d_ff=0, max_len=8, dropout=0.0)
+    model = LanguageModel(11, cfg, get_variant("vanilla"))
+    assert all(layer.ff is None and layer.norm3 is None for layer in model.stack.layers)
+    assert not any("ff." in name for name, _ in model.named_parameters())
+    out = model(torch.randint(0, 11, (2, 8))).logits
+    assert out.shape == (2, 8, 11) and torch.isfinite(out).all()
+    with_ff = LanguageModel(
+        11,
+        ModelConfig(d_model=16, n_heads=2, n_layers=2, d_ff=4, max_len=8),
+        get_variant("vanilla"),
+    )
+    assert all(layer.ff is not None for layer in with_ff.stack.layers)
+    with pytest.raises(ValueError, match=r"model\.d_ff must be >= 0"):
+        ModelConfig(d_ff=-1)

@@ -31,8 +31,9 @@ from attnbench.config_bench import GRID_DEFAULTS, BenchConfig, GridConfig
 from attnbench.model import ModelConfig
 from attnbench.options import build_options
 from attnbench.records import DEFAULT_REFERENCE
-from attnbench.tasks.base import get_task, make_data_config, task_names
+from attnbench.tasks.base import Task, get_task, make_data_config, task_names
 from attnbench.train import TrainConfig
+from attnbench.tuning import resolve_tune
 
 
 class ConfigError(ValueError):
@@ -80,10 +81,12 @@ def validate_profile(data: Any, source: str = "profile") -> dict[str, Any]:
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         raise ConfigError(f"{source}: invalid value at {where}: {err.message}")
     profile = _fill_defaults(copy.deepcopy(data))
-    for name in profile["tasks"]:
-        if name not in task_names():
+    for name, spec in profile["tasks"].items():
+        kind = spec.get("task", name)
+        if kind not in task_names():
+            where = f"tasks.{name}.task" if "task" in spec else "tasks"
             raise ConfigError(
-                f"{source}: unknown task {name!r} under tasks; "
+                f"{source}: unknown task {kind!r} under {where}; "
                 f"valid choices: {', '.join(task_names())}"
             )
     sel = profile["variants"]
@@ -153,6 +156,19 @@ def _fill_defaults(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def profile_task(profile: dict[str, Any], name: str) -> type[Task]:
+    """The registered task class behind the profile's task ``name``: ``tasks.<name>.task``
+    when the entry names one (a second setting of a registered task under a name of its
+    own, e.g. ``mqar-L256-K16: {task: mqar, data: ...}``), else ``name`` itself."""
+    spec = profile["tasks"].get(name)
+    if spec is None:
+        raise ValueError(
+            f"task {name!r} is not in profile {profile['profile']!r}; "
+            f"its tasks: {', '.join(profile['tasks'])}"
+        )
+    return get_task(spec.get("task", name))
+
+
 def selected_tasks(profile: dict[str, Any]) -> list[str]:
     return [name for name, spec in profile["tasks"].items() if spec.get("enabled", True)]
 
@@ -197,13 +213,8 @@ def job_config(profile: dict[str, Any], task: str, variant: str) -> dict[str, An
 
     Raises ``ValueError`` with a one-line message on a bad value.
     """
-    task_cls = get_task(task)
-    task_spec = profile["tasks"].get(task)
-    if task_spec is None:
-        raise ValueError(
-            f"task {task!r} is not in profile {profile['profile']!r}; "
-            f"its tasks: {', '.join(profile['tasks'])}"
-        )
+    task_cls = profile_task(profile, task)
+    task_spec = profile["tasks"][task]
     spec = get_variant(variant)
     data_cfg = make_data_config(task_cls, task_spec.get("data"))
     model_values = {**profile.get("model", {}), **task_spec.get("model", {})}
@@ -212,7 +223,10 @@ def job_config(profile: dict[str, Any], task: str, variant: str) -> dict[str, An
     model_cfg = ModelConfig(**model_values, max_len=task_obj.max_len())
     train_cfg = TrainConfig(**train_values)
     options = spec.resolved_options(profile.get("variants", {}).get("options", {}).get(variant))
-    return {
+    tune = resolve_tune(
+        {**(profile.get("tune") or {}), **(task_spec.get("tune") or {})}, f"tasks.{task}.tune"
+    )
+    cfg = {
         "profile": profile["profile"],
         "task": task,
         "variant": variant,
@@ -226,11 +240,17 @@ def job_config(profile: dict[str, Any], task: str, variant: str) -> dict[str, An
         "offline": profile.get("offline", True),
         "reference_variant": reference_variant(profile),
     }
+    # only when set, so that the hashes of jobs without them stay put
+    if task_cls.name != task:
+        cfg["task_kind"] = task_cls.name
+    if tune is not None:
+        cfg["tune"] = tune
+    return cfg
 
 
 def data_config_hash(profile: dict[str, Any], task: str) -> str:
     """Hash of what determines a task's prepared data (its data knobs)."""
-    task_cls = get_task(task)
+    task_cls = profile_task(profile, task)
     data_cfg = make_data_config(task_cls, profile["tasks"][task].get("data"))
     return config_hash(
         {

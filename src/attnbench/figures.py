@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .capacity import axis_curves, capacity_points
 from .leaderboard.frame import metric_scale, variant_order
 from .records import atomic_write_bytes
 from .significance import reference_variant
@@ -37,6 +38,7 @@ __all__ = [
     "make_plots",
     "plot_attention_analysis",
     "plot_attention_maps",
+    "plot_capacity",
     "plot_head_ablation",
     "plot_quality_cost",
     "plot_seed_spread",
@@ -435,6 +437,65 @@ def plot_head_ablation(analysis_files: Iterable[Path], out_dir: Path) -> list[Pa
     return out
 
 
+def plot_capacity(records: list[dict[str, Any]], profile: str, out_dir: Path) -> list[Path]:
+    """Per diagnostics task (kind): accuracy along each capacity axis it varies, one line
+    per variant (:func:`attnbench.capacity.axis_curves`), and accuracy against state bytes,
+    one point per run and setting (Zoology's figure 2 reads accuracy against width)."""
+    plt = _pyplot()
+    points = capacity_points(records, profile)
+    reference = _reference(records, profile)
+    controls = {p["variant"] for p in points if not p["mixes_tokens"]}
+    out: list[Path] = []
+    for kind in sorted({p["kind"] for p in points}):
+        mine = [p for p in points if p["kind"] == kind]
+        for axis, curves in axis_curves(mine).items():
+            fig, ax = plt.subplots(figsize=(6.0, 3.8))
+            for series, rows in curves.items():
+                variant = next(p["variant"] for p in mine if p["series"] == series)
+                is_ref, control = variant == reference, variant in controls
+                ax.plot(
+                    [x for x, _, _ in rows],
+                    [100 * y for _, y, _ in rows],
+                    color="black" if is_ref else ("grey" if control else None),
+                    ls="--" if control else "-",
+                    lw=2.0 if is_ref else 0.9,
+                    marker="o",
+                    ms=3,
+                    label=series,
+                )
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel(axis)
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_ylim(-2, 102)
+            ax.set_title(f"Capacity: {kind}, accuracy against {axis} (profile {profile})")
+            ax.legend(fontsize=5, ncol=3, loc="best", frameon=False)
+            ax.grid(True, lw=0.3)
+            stem = f"capacity_{slug(profile)}_{slug(kind)}_{slug(axis)}"
+            out.append(_save(fig, out_dir, stem)[0])
+        with_state = [p for p in mine if p["state_bytes"]]
+        if with_state:
+            fig, ax = plt.subplots(figsize=(6.0, 3.8))
+            for variant in sorted({p["variant"] for p in with_state}):
+                rows = [p for p in with_state if p["variant"] == variant]
+                ax.scatter(
+                    [p["state_bytes"] for p in rows],
+                    [100 * p["accuracy"] for p in rows],
+                    s=10,
+                    marker="x" if variant in controls else "o",
+                    color="black" if variant == reference else None,
+                    label=variant,
+                )
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("state at the setting's length (bytes; attention: its KV cache)")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_ylim(-2, 102)
+            ax.set_title(f"Capacity: {kind}, accuracy against state size (profile {profile})")
+            ax.legend(fontsize=5, ncol=3, loc="best", frameon=False)
+            ax.grid(True, lw=0.3)
+            out.append(_save(fig, out_dir, f"capacity_{slug(profile)}_{slug(kind)}_state")[0])
+    return out
+
+
 def make_plots(
     records: list[dict[str, Any]],
     profiles: list[str],
@@ -462,6 +523,9 @@ def make_plots(
         )
         figures.setdefault("Attention maps", []).extend(
             plot_attention_maps(records, profile, out_dir)
+        )
+        figures.setdefault("Capacity (diagnostics)", []).extend(
+            plot_capacity(records, profile, out_dir)
         )
     figures["Head ablation"] = plot_head_ablation(analysis_files, out_dir)
     return {k: v for k, v in figures.items() if v}

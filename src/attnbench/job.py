@@ -154,7 +154,7 @@ def build_job(
     # job configs of records written before the reference was a profile key lack it
     reference = cfg.get("reference_variant", DEFAULT_REFERENCE)
     setup = task_setup(spec, cfg["variant_options"], model_cfg, reference)
-    task_cls = get_task(cfg["task"])
+    task_cls = get_task(cfg.get("task_kind", cfg["task"]))
     task = task_cls(make_data_config(task_cls, cfg["data"]), setup)
     reason = check_support(spec.capabilities, job_requirements(task, model_cfg))
     if reason is None and data_dir is not None:

@@ -55,7 +55,7 @@ class ModelConfig:
     d_model: int = 64  # residual width
     n_heads: int = 4
     n_layers: int = 2
-    d_ff: int = 128  # feed-forward hidden width
+    d_ff: int = 128  # feed-forward hidden width; 0: no feed-forward block (attention only)
     head_dim: int | None = None  # None: d_model // n_heads
     dropout: float = 0.1  # on embeddings, residual branches and FFN
     attention_dropout: float = 0.0  # on attention weights
@@ -72,9 +72,11 @@ class ModelConfig:
     tie_embeddings: bool = True  # LM / decoder: output projection shares the embedding
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "n_heads", "n_layers", "d_ff", "max_len"):
+        for name in ("d_model", "n_heads", "n_layers", "max_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.d_ff < 0:
+            raise ValueError(f"model.d_ff must be >= 0 (0: no feed-forward block), got {self.d_ff}")
         if self.head_dim is None:
             if self.d_model % self.n_heads:
                 raise ValueError(
@@ -203,10 +205,11 @@ class TransformerLayer(nn.Module):
         self.norm_first = cfg.norm_first
         self.self_attn = self_attn
         self.cross_attn = cross_attn
-        self.ff = FeedForward(cfg)
+        # d_ff = 0: attention-only blocks (Zoology's MQAR models have no MLP)
+        self.ff = FeedForward(cfg) if cfg.d_ff > 0 else None
         self.norm1 = nn.LayerNorm(cfg.d_model)
         self.norm2 = nn.LayerNorm(cfg.d_model) if cross_attn is not None else None
-        self.norm3 = nn.LayerNorm(cfg.d_model)
+        self.norm3 = nn.LayerNorm(cfg.d_model) if self.ff is not None else None
         self.dropout = nn.Dropout(cfg.dropout)
 
     def _sublayer(self, x: Tensor, norm: nn.Module, fn: Callable[[Tensor], Tensor]) -> Tensor:
@@ -236,7 +239,9 @@ class TransformerLayer(nn.Module):
         if self.cross_attn is not None:
             assert memory is not None and cross_ctx is not None and self.norm2 is not None
             x = self._sublayer(x, self.norm2, attend(self.cross_attn, memory, cross_ctx))
-        x = self._sublayer(x, self.norm3, self.ff)
+        if self.ff is not None:
+            assert self.norm3 is not None
+            x = self._sublayer(x, self.norm3, self.ff)
         return x, outs
 
 
@@ -460,6 +465,8 @@ class PairClassifier(nn.Module):
         self, vocab_size: int, n_classes: int, cfg: ModelConfig, variant: VariantSpec, options=None
     ) -> None:
         super().__init__()
+        if cfg.d_ff <= 0:
+            raise ValueError("model.d_ff must be positive for a pair classifier (its MLP head)")
         self.encoder = Encoder(vocab_size, cfg, variant, options, first_token_cls=True)
         self.pooler = Pooler(cfg)
         self.mlp = nn.Sequential(

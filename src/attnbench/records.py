@@ -72,10 +72,12 @@ def record_path(output_dir: str | Path, profile: str, task: str, variant: str, s
     return Path(output_dir) / "runs" / profile / task / variant / f"seed{seed}.json"
 
 
-def resume_path(record_file: str | Path) -> Path:
-    """The resume checkpoint of a run in progress: ``seed0.json`` → ``seed0.resume.pt``."""
+def resume_path(record_file: str | Path, point: int | None = None) -> Path:
+    """The resume checkpoint of a run in progress: ``seed0.json`` → ``seed0.resume.pt``;
+    of point ``i`` of its tuning grid (:mod:`attnbench.tuning`): ``seed0.resume-g<i>.pt``."""
     record_file = Path(record_file)
-    return record_file.with_name(record_file.with_suffix("").name + ".resume.pt")
+    suffix = ".resume.pt" if point is None else f".resume-g{point}.pt"
+    return record_file.with_name(record_file.with_suffix("").name + suffix)
 
 
 def _umask() -> int:

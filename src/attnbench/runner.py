@@ -33,6 +33,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ import torch
 
 from attnbench import distributed, records
 from attnbench.baselines import save_baselines, task_baselines
-from attnbench.config import config_hash, data_config_hash, job_config
+from attnbench.config import config_hash, data_config_hash, job_config, profile_task
 from attnbench.distributed import SINGLE, DistContext
 from attnbench.job import (
     PREPARED_MARKER,
@@ -68,8 +69,9 @@ from attnbench.provenance import (
     set_offline,
 )
 from attnbench.records import JobFailed
-from attnbench.tasks.base import Task, get_task, make_data_config
-from attnbench.train import Diverged, Resume, ResumeError, TrainConfig, train
+from attnbench.tasks.base import Task, make_data_config
+from attnbench.train import Diverged, Resume, ResumeError, TrainConfig, TrainResult, train
+from attnbench.tuning import best_point, grid_points
 
 
 # ---------------------------------------------------------------------------------------
@@ -90,7 +92,7 @@ def prepare_data(
     data that was there untouched.
     """
     set_offline(profile.get("offline", True))
-    task_cls = get_task(task_name)
+    task_cls = profile_task(profile, task_name)
     data_cfg = make_data_config(task_cls, profile["tasks"][task_name].get("data"))
     task = task_cls(data_cfg)
     if data_dir.exists() and not data_dir.is_dir():
@@ -169,6 +171,8 @@ def _base_record(job: Job, seed: int) -> dict[str, Any]:
         "reason": None,
         "task": cfg["task"],
         "task_family": task.family,
+        # the registered task behind cfg["task"] (a profile may name a second setting)
+        "task_kind": task.name,
         # the published averages the task counts toward: [[label, tasks in it], ...]
         "task_averages": [list(average) for average in task.averages],
         "dataset": task.dataset_info().__dict__,
@@ -319,8 +323,127 @@ def run_job(
             record["wall_time_s"] = time.perf_counter() - wall0 + resume.prior_wall_s
             records.write_record(record_file, record)
             resume.path.unlink(missing_ok=True)
+            if cfg.get("tune"):
+                for index in range(len(grid_points(cfg["tune"]))):
+                    records.resume_path(record_file, point=index).unlink(missing_ok=True)
     # The other ranks wait here until rank 0 has written everything, and return its record.
     return distributed.broadcast(record, parallel)
+
+
+@dataclass
+class GridOutcome:
+    """What :func:`_train_grid` returns: the selected point's model and result (None if
+    every point diverged), the divergences, the grid's record entry and its total cost."""
+
+    model: torch.nn.Module
+    result: TrainResult | None
+    diverged: list[Diverged]
+    tuning: dict[str, Any] | None
+    train_time_s: float
+    eval_time_s: float
+    train_tokens: int
+
+
+def _train_grid(
+    job: Job,
+    seed: int,
+    device: torch.device,
+    resume: Resume,
+    record_file: Path,
+    progress: bool,
+    parallel: DistContext,
+) -> GridOutcome:
+    """Train the job once per point of its tuning grid (once without one) and select the
+    point with the best validation score (:mod:`attnbench.tuning`).
+
+    Each point starts from the same seed, so it gets the same initial weights and data
+    order, and keeps its own resume checkpoint (``records.resume_path(..., point=i)``).
+    Without a grid this is one plain run with ``resume``; a divergence then raises.
+    """
+    task, cfg = job.task, job.cfg
+    tune = cfg.get("tune")
+    points = grid_points(tune)
+    rows: list[dict[str, Any]] = []
+    scores: list[float | None] = []
+    kept: tuple[torch.nn.Module, TrainResult] | None = None
+    diverged: list[Diverged] = []
+    train_time = eval_time = 0.0
+    tokens = 0
+    select = task.selection_metric or task.metric
+    higher = task.selection_higher_is_better
+    higher = task.higher_is_better if higher is None else higher
+    model: torch.nn.Module | None = None
+    for index, point in enumerate(points):
+        seed_everything(seed)
+        model = job.build_model()
+        if parallel.enabled:
+            seed_everything(seed + parallel.rank)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        point_resume = resume
+        if tune is not None:
+            point_resume = Resume(
+                records.resume_path(record_file, point=index),
+                {**resume.identity, "grid_point": point},
+                writer=resume.writer,
+            )
+        try:
+            result = train(
+                task,
+                model,
+                TrainConfig(**{**cfg["train"], **point}),
+                seed=seed,
+                device=device,
+                progress=progress,
+                resume=point_resume,
+                parallel=parallel,
+            )
+        except Diverged as exc:
+            if tune is None:
+                raise
+            diverged.append(exc)
+            scores.append(None)
+            rows.append({**point, "status": "diverged", "reason": str(exc)})
+            continue
+        finally:
+            if point_resume is not resume:
+                resume.resumed_from += point_resume.resumed_from
+                resume.prior_wall_s += point_resume.prior_wall_s
+        train_time += result.train_time_s
+        eval_time += result.eval_time_s
+        tokens += result.train_tokens
+        score = result.val.get(select) if parallel.is_main else None
+        scores.append(None if score is None else float(score))
+        rows.append(
+            {
+                **point,
+                "status": "ok",
+                "best_step": result.best_step,
+                "val": result.val,
+                "test": result.test,
+                "train_time_s": result.train_time_s,
+            }
+        )
+        best = best_point(scores, higher)
+        if best == index or kept is None:
+            kept = (model, result)
+    assert model is not None
+    tuning = None
+    selected = best_point(scores, higher)
+    if tune is not None:
+        tuning = {
+            "grid": tune,
+            "selected": points[selected] if selected is not None else None,
+            "selection": f"best validation {select} ({'max' if higher else 'min'})",
+            "points": rows,
+        }
+    if not parallel.is_main:  # the other ranks report no validation: the last model
+        assert kept is not None
+        return GridOutcome(kept[0], kept[1], diverged, tuning, train_time, eval_time, tokens)
+    if selected is None:
+        return GridOutcome(model, None, diverged, tuning, train_time, eval_time, tokens)
+    assert kept is not None and kept[1] is not None
+    return GridOutcome(kept[0], kept[1], diverged, tuning, train_time, eval_time, tokens)
 
 
 def _run(
@@ -347,23 +470,17 @@ def _run(
     """
     task, cfg = job.task, job.cfg
     try:
-        seed_everything(seed)
-        model = job.build_model()
-        if parallel.enabled:
-            seed_everything(seed + parallel.rank)
+        outcome = _train_grid(job, seed, device, resume, record_file, progress, parallel)
+        model, result = outcome.model, outcome.result
         record["n_params"] = count_parameters(model)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        result = train(
-            task,
-            model,
-            TrainConfig(**cfg["train"]),
-            seed=seed,
-            device=device,
-            progress=progress,
-            resume=resume,
-            parallel=parallel,
-        )
+        if outcome.tuning is not None:
+            record["tuning"] = outcome.tuning
+        if result is None:  # every grid point diverged: report the first
+            first = outcome.diverged[0]
+            record |= {"status": "diverged", "reason": str(first), "diverged_at_step": first.step}
+            with contextlib.suppress(Exception):
+                record["task_info"] = task.record_info()
+            return None
         if not parallel.is_main:
             return None
         record["metrics"] = {
@@ -375,9 +492,10 @@ def _run(
         record["history"] = result.history
         record["attention"] = task.attention_analysis(model, device)
         attention_maps = record["attention"].pop("maps", None)
-        record["train_time_s"] = result.train_time_s
-        record["eval_time_s"] = result.eval_time_s
-        record["train_tokens"] = result.train_tokens
+        # the whole grid's cost (one point's without a grid); tokens/s is the selected run's
+        record["train_time_s"] = outcome.train_time_s
+        record["eval_time_s"] = outcome.eval_time_s
+        record["train_tokens"] = outcome.train_tokens
         record["tokens_per_s"] = result.train_tokens / max(result.train_time_s, 1e-9)
         stem = record_file.with_suffix("")
         evaluation = result.test_evaluation

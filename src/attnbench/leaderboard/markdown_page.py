@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from attnbench.capacity import capacity_markdown
 from attnbench.records import STATUSES
 from attnbench.significance import PREDICTION, WELCH
 from attnbench.verdicts import MARGIN_SIGMAS, NONE, SNR_THRESHOLD, Analysis, TaskSignal, analyse
@@ -401,6 +402,33 @@ def _signatures(records: list[dict[str, Any]], profile: str) -> list[str]:
     ]
 
 
+def _tuning_lines(records: list[dict[str, Any]], profile: str) -> list[str]:
+    """One line per task of ``profile`` whose runs were tuned on a grid
+    (:mod:`attnbench.tuning`): the grid, the rule, and how often each point won."""
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        if str(r.get("profile")) == profile and isinstance(r.get("tuning"), dict):
+            by_task.setdefault(str(r.get("task")), []).append(r)
+    lines = []
+    for task, runs in sorted(by_task.items()):
+        grid = runs[0]["tuning"].get("grid") or {}
+        text = " × ".join(
+            f"{key} ∈ {{{', '.join(f'{v:g}' for v in values)}}}" for key, values in grid.items()
+        )
+        wins: dict[str, int] = {}
+        for r in runs:
+            selected = r["tuning"].get("selected")
+            label = ", ".join(f"{k}={v:g}" for k, v in selected.items()) if selected else "none"
+            wins[label] = wins.get(label, 0) + 1
+        won = "; ".join(f"{label}: {n}" for label, n in sorted(wins.items()))
+        rule = md_escape(str(runs[0]["tuning"].get("selection", "best validation score")))
+        lines.append(
+            f"- **{md_escape(task)}**: every variant trained at each point of {text}; "
+            f"reported: the {rule}. Runs selecting each point: {won}."
+        )
+    return lines
+
+
 def render_markdown(
     frame: pd.DataFrame,
     records: list[dict[str, Any]],
@@ -470,6 +498,12 @@ def render_markdown(
         baselines = _baselines(analysis, profile)
         if baselines:
             lines += ["", f"### Baselines: profile `{md_escape(profile)}`", "", *baselines]
+        grids = _tuning_lines(records, profile)
+        if grids:
+            lines += ["", f"### Tuning: profile `{md_escape(profile)}`", "", *grids]
+        capacity = capacity_markdown(records, profile)
+        if capacity:
+            lines += ["", capacity.replace("## Diagnostics", "### Diagnostics").rstrip()]
         lines.append("")
 
     if skipped:
