@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from attn_cases import tiny_profile
 
 from attnbench.attention import (
     VARIANTS,
@@ -22,7 +23,13 @@ from attnbench.attention import (
     variant_names,
 )
 from attnbench.cli import main
-from attnbench.config import ConfigError, load_profile, selected_variants
+from attnbench.config import (
+    ConfigError,
+    job_config,
+    load_profile,
+    selected_variants,
+    validate_profile,
+)
 from attnbench.registry import RegistryError
 from attnbench.variants.vanilla import Vanilla
 
@@ -180,3 +187,26 @@ def test_drop_in_through_variant_path_is_canonical(tmp_path: Path) -> None:
     chosen = json.loads(proc.stdout)
     assert "dropin-canon" in chosen and "vanilla" in chosen
     assert "dropin-canon-preset" not in chosen and "local-32" not in chosen
+
+
+@pytest.mark.parametrize(
+    ("variant", "options"),
+    [("differential", {}), ("sparse-strided", {}), ("talking-heads", {})],
+)
+def test_a_model_with_too_few_heads_is_not_applicable_with_the_reason(
+    variant: str, options: dict
+) -> None:
+    """Variants that pair, split or mix heads declare it (``unsupported_dims``): a job with
+    one head is n/a with the reason, not a run that fails."""
+    from attnbench.job import build_job
+
+    raw = tiny_profile(Path("/tmp/unused"))
+    raw["model"]["n_heads"] = 1
+    profile = validate_profile(raw)
+    job = build_job(job_config(profile, "listops", variant), None, profile=profile)
+    assert job.na_reason is not None and "the model has 1" in job.na_reason
+    raw["model"]["n_heads"] = 2
+    profile = validate_profile(raw)
+    assert (
+        build_job(job_config(profile, "listops", variant), None, profile=profile).na_reason is None
+    )

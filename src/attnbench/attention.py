@@ -380,6 +380,17 @@ class Attention(nn.Module):
         return None
 
     @classmethod
+    def unsupported_dims(cls, options: Any, dims: AttentionDims) -> str | None:
+        """Why, with ``options``, this variant cannot run a model of ``dims``, or ``None``.
+
+        A pattern that splits or mixes heads needs several of them (differential
+        attention's pairs, talking heads, the Sparse Transformer's head split); a job
+        whose model has too few is ``n/a`` with this reason, e.g. ``"needs an even
+        n_heads (heads='half'); the model has 1"``. Default: ``None``.
+        """
+        return None
+
+    @classmethod
     def kv_cache_size(cls, options: Any, dims: AttentionDims) -> int | None:
         """Elements one layer caches per token to decode (keys and values), or ``None``.
 
@@ -620,6 +631,13 @@ class VariantSpec:
     def memory_len(self, overrides: dict[str, Any] | None = None) -> int:
         """Recurrent memory in positions (0: none); see :meth:`Attention.memory_len`."""
         return self.cls.memory_len(self.options(overrides))
+
+    def unsupported_dims(
+        self, dims: AttentionDims, overrides: dict[str, Any] | None = None
+    ) -> str | None:
+        """Why this variant cannot run a model of ``dims``; see
+        :meth:`Attention.unsupported_dims`."""
+        return self.cls.unsupported_dims(self.options(overrides), dims)
 
 
 VARIANTS: Registry[VariantSpec] = Registry(

@@ -110,14 +110,7 @@ class Job:
         return job_requirements(self.task, self.model_config)
 
     def _dims(self) -> AttentionDims:
-        m = self.model_config
-        return AttentionDims(
-            d_model=m.d_model,
-            n_heads=m.n_heads,
-            head_dim=m.head_dim,
-            max_len=m.max_len,
-            n_layers=m.n_layers,
-        )
+        return model_dims(self.model_config)
 
     def state_bytes_per_layer(self) -> int | None:
         """Bytes of the recurrent state one layer carries per sequence (float32 elements;
@@ -132,6 +125,18 @@ class Job:
         if elements is None:
             return None
         return elements * STATE_ELEMENT_BYTES * self.model_config.n_layers
+
+
+def model_dims(m: ModelConfig) -> AttentionDims:
+    """The attention dimensions of a model config (what variants declare against)."""
+    assert m.head_dim is not None
+    return AttentionDims(
+        d_model=m.d_model,
+        n_heads=m.n_heads,
+        head_dim=m.head_dim,
+        max_len=m.max_len,
+        n_layers=m.n_layers,
+    )
 
 
 def build_job(
@@ -157,6 +162,8 @@ def build_job(
     task_cls = get_task(cfg.get("task_kind", cfg["task"]))
     task = task_cls(make_data_config(task_cls, cfg["data"]), setup)
     reason = check_support(spec.capabilities, job_requirements(task, model_cfg))
+    if reason is None:
+        reason = spec.unsupported_dims(model_dims(model_cfg), cfg["variant_options"])
     if reason is None and data_dir is not None:
         if profile is not None:
             check_prepared(profile, cfg["task"], data_dir)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -94,6 +95,12 @@ class DifferentialAttention(MultiHeadAttention):
         time_complexity="O(n²·d)",
         memory_complexity="O(n²)",
     )
+
+    @classmethod
+    def unsupported_dims(cls, options: Any, dims: AttentionDims) -> str | None:
+        if options.heads == "half" and dims.n_heads % 2:
+            return f"needs an even n_heads (heads='half' pairs them); the model has {dims.n_heads}"
+        return None
 
     def __init__(self, dims: AttentionDims, options: DifferentialOptions | None = None) -> None:
         super().__init__(dims, options)  # W_Q, W_K, W_V, W_O: the sizes of vanilla's

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -152,6 +153,14 @@ class SparseTransformerAttention(BlockSparseAttention):
         time_complexity="O(n·(l + n/l)·d)",
         memory_complexity="O(n·(l + n/l))",
     )
+
+    @classmethod
+    def unsupported_dims(cls, options: Any, dims: AttentionDims) -> str | None:
+        if options.combine == "heads" and dims.n_heads < 2:
+            return (
+                f"needs 2 or more heads (combine='heads' splits them); the model has {dims.n_heads}"
+            )
+        return None
 
     def __init__(self, dims: AttentionDims, options: SparseTransformerOptions | None = None):
         super().__init__(dims, options)

@@ -29,6 +29,7 @@ mixes), memory O(n²) per head, as vanilla.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -73,6 +74,12 @@ class TalkingHeads(MultiHeadAttention):
         time_complexity="O(n²·(d + h²))",  # QKᵀ and AV, plus the two h×h mixes
         memory_complexity="O(n²)",
     )
+
+    @classmethod
+    def unsupported_dims(cls, options: Any, dims: AttentionDims) -> str | None:
+        if dims.n_heads < 2:
+            return f"mixes attention across heads: needs 2 or more; the model has {dims.n_heads}"
+        return None
 
     def __init__(self, dims: AttentionDims, options: TalkingHeadsOptions | None = None) -> None:
         super().__init__(dims, options)
