@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 from attn_cases import padding, tiny_profile
 from torch import Tensor
 
@@ -54,7 +53,7 @@ from attnbench.config import (
     selected_variants,
     validate_profile,
 )
-from attnbench.job import build_job, job_requirements
+from attnbench.job import build_job, job_requirements, model_dims
 from attnbench.model import LanguageModel, ModelConfig, SequenceClassifier, count_parameters
 from attnbench.runner import run_job
 from attnbench.tasks.base import get_task, make_data_config
@@ -533,46 +532,36 @@ def test_runner_writes_na_records_for_nope_and_an_undeclared_scheme(tmp_path: Pa
 
 
 # ---------------------------------------------------------------------------------------
-# config/positions.yaml: one profile, one workflow run per scheme
+# config/positions.yaml: one profile, one task entry per (task, scheme)
 # ---------------------------------------------------------------------------------------
-def loop_profile(scheme: str) -> dict[str, Any]:
-    """The profile of one iteration of the header's loop: the file with the --config
-    overrides merged the way Snakemake merges them (its own parser and merge)."""
-    from snakemake.cli import parse_config
-    from snakemake.utils import update_config
-
-    raw = yaml.safe_load(POSITIONS_PROFILE.read_text())
-    overrides = parse_config(
-        [f"profile=positions-{scheme}", f"output_dir=results/positions-{scheme}",
-         f"model={{positions: {scheme}}}"]
-    )  # fmt: skip
-    update_config(raw, overrides)
-    return validate_profile(raw)
-
-
-def test_positions_profile_starts_with_its_command_and_crosses_lm_and_listops() -> None:
+def test_positions_profile_starts_with_its_command_and_crosses_tasks_and_schemes() -> None:
     text = POSITIONS_PROFILE.read_text()
-    assert text.startswith("# ") and "for p in learned rope alibi" in text
-    assert "--configfile config/positions.yaml" in text
+    assert text.startswith("# ")
+    assert "#   run it:      snakemake --cores all --configfile config/positions.yaml" in text
     profile = load_profile(POSITIONS_PROFILE)
-    assert profile["profile"] == "positions" and profile["model"]["positions"] == "learned"
-    assert selected_tasks(profile) == ["listops", "lm"]
-    assert profile["variants"]["include"] == "canonical"
+    assert profile["profile"] == "positions" and profile["variants"]["include"] == "canonical"
+    crossed = set()
+    for name in selected_tasks(profile):
+        cfg = job_config(profile, name, "vanilla")
+        crossed.add((cfg["task_kind"], cfg["model"]["positions"]))
+        assert name == f"{cfg['task_kind']}-{cfg['model']['positions']}"
+    assert crossed == {(t, s) for t in ("listops", "lm") for s in CROSSED}
 
 
 @pytest.mark.parametrize("scheme", CROSSED)
-def test_each_loop_run_records_its_scheme_and_na_pairs_follow_declarations(scheme: str) -> None:
-    profile = loop_profile(scheme)
-    assert profile["profile"] == f"positions-{scheme}"
-    assert profile["output_dir"] == f"results/positions-{scheme}"
-    assert profile["model"]["d_model"] == 64  # the rest of the model section is kept
-    for task in selected_tasks(profile):
+def test_each_entry_records_its_scheme_and_na_pairs_follow_declarations(scheme: str) -> None:
+    profile = load_profile(POSITIONS_PROFILE)
+    for task in (f"listops-{scheme}", f"lm-{scheme}"):
         for variant in selected_variants(profile):
             cfg = job_config(profile, task, variant)
-            assert cfg["model"]["positions"] == scheme
+            assert cfg["model"]["positions"] == scheme and cfg["model"]["d_model"] == 64
             job = build_job(cfg, None)
             assert job.requirements().position_scheme == scheme
             expected = check_support(get_variant(variant).capabilities, job.task.requirements())
+            if expected is None:
+                expected = get_variant(variant).unsupported_dims(
+                    model_dims(job.model_config), cfg["variant_options"]
+                )
             if expected is None and not declares(variant, scheme):
                 assert job.na_reason is not None and f"'{scheme}'" in job.na_reason
             else:
@@ -588,20 +577,18 @@ def test_no_canonical_variant_is_dense_at_a_positions_task_length() -> None:
             assert why is None, f"{variant} × {task}: {why}"
 
 
-def test_positions_loop_dry_run(tmp_path: Path) -> None:
-    """One iteration of the loop, as written in the header, schedules every pair."""
+def test_positions_profile_dry_run(tmp_path: Path) -> None:
+    """One workflow run schedules every (entry, variant) pair under its entry's path."""
     from test_workflow import REPO as WORKFLOW_REPO
     from test_workflow import job_counts, snakemake
 
     for item in ("Snakefile", "workflow", "config"):
         src = WORKFLOW_REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
-    proc = snakemake(
-        tmp_path,
-        *("-n", "--configfile", "config/positions.yaml", "--config", "profile=positions-rope"),
-        *("output_dir=results/positions-rope", "model={positions: rope}"),
-    )
-    profile = loop_profile("rope")
+    proc = snakemake(tmp_path, "-n", "--configfile", "config/positions.yaml")
+    profile = load_profile(POSITIONS_PROFILE)
     n_runs = len(selected_variants(profile)) - 1 + len(profile["reference"]["seeds"])
-    assert job_counts(proc.stdout)["train"] == n_runs
-    assert "results/positions-rope/runs/positions-rope/" in proc.stdout
+    counts = job_counts(proc.stdout)
+    assert counts["prepare_data"] == 6
+    assert counts["train"] == n_runs  # grouped: one job per (variant, seed) trains all six
+    assert "results/runs/positions/lm-rope/" in proc.stdout
