@@ -342,8 +342,11 @@ def test_declared_alibi_reaches_the_scores(name: str) -> None:
         gentle = dataclasses.replace(mask, alibi_slopes=alibi_slopes(H))
         with torch.no_grad():
             out = layer(x, None, AttentionContext(mask=steep, need_weights=True))
-            v = layer.split_heads(layer.v_proj(x))
-            own = layer.project_out(v, None)
+            # the layer with identity weights (each query reads its own value), through
+            # everything after the weights (an output gate, the output projection)
+            identity = copy.deepcopy(layer)
+            identity.attend = lambda q, k, v, ctx: (v, None)
+            own = identity(x, None, AttentionContext(mask=plain)).out
             moved = layer(x, None, AttentionContext(mask=gentle)).out
             unmoved = layer(x, None, AttentionContext(mask=plain)).out
         eye = torch.eye(n).expand_as(out.weights)

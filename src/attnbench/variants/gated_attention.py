@@ -88,7 +88,7 @@ class GatedAttention(Vanilla):
         causal=True,
         cross_attention=True,
         padding_mask=True,
-        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope"}),
+        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope", "alibi"}),
         time_complexity="O(n²·d)",
         memory_complexity="O(n²)",
     )
