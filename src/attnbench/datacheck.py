@@ -18,8 +18,7 @@ The check never downloads: copies are read with the HF libraries in offline mode
 through the tasks' own door (:func:`attnbench.data.hf.load_hf_dataset`), and a hub
 dataset that is not cached is only looked up (its metadata). The published counts
 live with the task classes (``published_sizes``: rows per hub split, keyed by
-``"<dataset>/<configuration>"``); :data:`PUBLISHED_ELSEWHERE` holds those of task
-modules that do not declare them yet.
+``"<dataset>/<configuration>"``).
 """
 
 from __future__ import annotations
@@ -34,29 +33,6 @@ from typing import Any
 from attnbench.data.hf import FILE_BUILDERS, Source, iwslt_release_dir, resolve_source
 
 VERDICTS = ("ok", "missing", "size mismatch", "not checkable offline")
-
-_WIKITEXT_103 = {"train": 1_801_350, "validation": 3_760, "test": 4_358}
-_WIKITEXT_2 = {"train": 36_718, "validation": 3_760, "test": 4_358}
-# Published rows per hub split for tasks whose classes carry no ``published_sizes``
-# (their modules are maintained separately): WikiText (Merity et al. 2017, HF
-# Salesforce/wikitext), IMDb (Maas et al. 2011, HF stanfordnlp/imdb), CIFAR-10
-# (Krizhevsky 2009, HF uoft-cs/cifar10).
-PUBLISHED_ELSEWHERE: dict[str, dict[str, dict[str, int]]] = {
-    "lm": {
-        "wikitext/wikitext-103-raw-v1": _WIKITEXT_103,
-        "wikitext/wikitext-103-v1": _WIKITEXT_103,
-        "wikitext/wikitext-2-raw-v1": _WIKITEXT_2,
-        "wikitext/wikitext-2-v1": _WIKITEXT_2,
-    },
-    "text": {
-        "imdb": {"train": 25_000, "test": 25_000, "unsupervised": 50_000},
-        "imdb/plain_text": {"train": 25_000, "test": 25_000, "unsupervised": 50_000},
-    },
-    "image": {
-        "cifar10": {"train": 50_000, "test": 10_000},
-        "cifar10/plain_text": {"train": 50_000, "test": 10_000},
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -96,7 +72,7 @@ def published_sizes(task_cls: type, key: str | None) -> dict[str, int] | None:
     """The published rows per split of data set ``key`` for a task class, if known."""
     if key is None:
         return None
-    table = getattr(task_cls, "published_sizes", None) or PUBLISHED_ELSEWHERE.get(task_cls.name, {})
+    table = task_cls.published_sizes
     return table.get(key)
 
 

@@ -156,6 +156,9 @@ class Task:
     # LRA's "Avg" over its five tasks, GLUE's score over nine. Runs carry them in their
     # records, and the leaderboard shows an average only when all of its tasks are there.
     averages: ClassVar[tuple[tuple[str, int], ...]] = ()
+    # Rows per split of the real data as published, by "<hub dataset>[/<configuration>]"
+    # (``attnbench data check`` compares local copies with them); {} for generated data.
+    published_sizes: ClassVar[dict[str, dict[str, int]]] = {}
 
     def __init__(self, data_cfg: Any, setup: TaskSetup | None = None) -> None:
         self.cfg = data_cfg

@@ -80,7 +80,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -394,6 +394,14 @@ class LanguageModelling(Task):
     The primary metric is ``perplexity`` (per token), or ``word_perplexity`` where the data
     are word-level (``LMData.word_level``; WikiText by default).
     """
+
+    # WikiText (Merity et al. 2017; HF Salesforce/wikitext): rows (lines) per split
+    published_sizes: ClassVar[dict[str, dict[str, int]]] = {
+        "wikitext/wikitext-103-raw-v1": {"train": 1_801_350, "validation": 3_760, "test": 4_358},
+        "wikitext/wikitext-103-v1": {"train": 1_801_350, "validation": 3_760, "test": 4_358},
+        "wikitext/wikitext-2-raw-v1": {"train": 36_718, "validation": 3_760, "test": 4_358},
+        "wikitext/wikitext-2-v1": {"train": 36_718, "validation": 3_760, "test": 4_358},
+    }
 
     name = "lm"
     family = "lm"

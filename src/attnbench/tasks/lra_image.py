@@ -30,7 +30,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -88,6 +88,12 @@ class ImageData:
 @register_task
 class LRAImage(SequenceClassificationTask):
     """LRA Image: 10-way classification of grayscale images as pixel sequences (accuracy)."""
+
+    # CIFAR-10 (Krizhevsky 2009; HF uoft-cs/cifar10)
+    published_sizes: ClassVar[dict[str, dict[str, int]]] = {
+        "cifar10": {"train": 50_000, "test": 10_000},
+        "cifar10/plain_text": {"train": 50_000, "test": 10_000},
+    }
 
     averages = (("LRA", 5), ("LRA with Path-X", 6))
 

@@ -61,7 +61,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -144,6 +144,12 @@ class TextData:
 @register_task
 class LRAText(SequenceClassificationTask):
     """LRA Text: byte-level binary sentiment (IMDb) or, offline, novel-author classification."""
+
+    # IMDb (Maas et al. 2011; HF stanfordnlp/imdb)
+    published_sizes: ClassVar[dict[str, dict[str, int]]] = {
+        "imdb": {"train": 25_000, "test": 25_000, "unsupervised": 50_000},
+        "imdb/plain_text": {"train": 25_000, "test": 25_000, "unsupervised": 50_000},
+    }
 
     averages = (("LRA", 5), ("LRA with Path-X", 6))
 
