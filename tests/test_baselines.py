@@ -360,6 +360,16 @@ TINY: dict[str, dict] = {
                       "max_length": 32},
     "lm": {"source": "novels", "tokenizer": "char", "window": 16, "stride": 8,
            "max_train_chars": 5000, "max_val_chars": 500, "max_test_chars": 500},
+    "mqar": {"vocab_size": 64, "train_settings": [[16, 2], [24, 4]], "n_train": 40,
+             "n_val": 8, "n_test": 20},
+    "mad-in-context-recall": {"seq_len": 16, "n_train": 40, "n_val": 8, "n_test": 20},
+    "mad-fuzzy-recall": {"seq_len": 24, "n_train": 40, "n_val": 8, "n_test": 20},
+    "mad-noisy-recall": {"seq_len": 16, "n_train": 40, "n_val": 8, "n_test": 20},
+    "mad-selective-copy": {"seq_len": 16, "num_tokens_to_copy": 4, "n_train": 40, "n_val": 8,
+                           "n_test": 20},
+    "mad-compression": {"seq_len": 12, "n_train": 40, "n_val": 8, "n_test": 20},
+    "mad-memorization": {"seq_len": 12, "vocab_size": 32, "n_train": 40, "n_val": 8,
+                         "n_test": 20},
 }  # fmt: skip
 GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 #: the range of each primary metric (its units): a baseline outside it is in other units
@@ -382,6 +392,14 @@ EXPECTED = {
     "pathx": {"majority_class", "marker_positions"},
     "translation": {"copy_source", "word_by_word"},
     "lm": {"uniform", "unigram", "kn_bigram", "kn_trigram"},
+    "mqar": {"majority_target", "bigram", "context_value"},
+    "mad-in-context-recall": {"majority_target", "bigram"},
+    "mad-fuzzy-recall": {"majority_target", "bigram"},
+    "mad-noisy-recall": {"majority_target", "bigram"},
+    "mad-selective-copy": {"majority_target", "bigram"},
+    # the current token decides the answer here: a per-token rule is the task itself
+    "mad-compression": {"majority_target"},
+    "mad-memorization": {"majority_target"},
 }
 
 
@@ -424,6 +442,31 @@ def test_task_baselines_are_finite_and_in_the_metric_units(name: str, tmp_path: 
         assert len(nll) == task.split_size("test")
         assert baselines["kn_trigram"] == pytest.approx(math.exp(nll.mean()))
         assert baselines["kn_trigram"] < baselines["kn_bigram"] < baselines["unigram"]
+    if name in EXPECTED and "majority_target" in EXPECTED[name]:
+        assert baselines.keys() == EXPECTED[name]  # no per-token rule where it is the answer
+        test_tokens, test_targets = task.scored("test")
+        train_tokens, train_targets = task.scored("train")
+        votes: dict[int, dict[int, int]] = {}
+        for token, target in zip(train_tokens.tolist(), train_targets.tolist(), strict=True):
+            votes.setdefault(token, {}).setdefault(target, 0)
+            votes[token][target] += 1
+        counts = np.bincount(train_targets)
+        fallback = int(np.argmax(counts))
+        rule = {t: min(v, key=lambda y: (-v[y], y)) for t, v in votes.items()}
+        guesses = [rule.get(t, fallback) for t in test_tokens.tolist()]
+        assert baselines["majority_target"] == pytest.approx(np.mean(test_targets == fallback))
+        if "bigram" in baselines:
+            assert baselines["bigram"] == pytest.approx(np.mean(np.array(guesses) == test_targets))
+    if name == "mqar":  # a uniform guess among the example's K values: 1/K per query
+        settings = [2, 4]  # the test settings' K (= the training settings here)
+        data = task.splits["test"]
+        per_query = [
+            1 / settings[s]
+            for s, row in zip(data.setting, data.targets, strict=True)
+            for t in row
+            if t != -100
+        ]
+        assert baselines["context_value"] == pytest.approx(float(np.mean(per_query)))
     if name == "listops":
         train, test = (
             [lo.ListOpsExample(tuple(lo.decode(ids)), y) for ids, y in task.splits[s]]

@@ -208,7 +208,7 @@ def test_options_capabilities_and_initialisation() -> None:
         spec.options({"gate": "additive"})
     caps = spec.capabilities
     assert caps.causal and caps.cross_attention and caps.padding_mask and caps.bidirectional
-    assert caps.position_schemes == {"learned", "sinusoidal", "none", "rope"}
+    assert caps.position_schemes == {"learned", "sinusoidal", "none", "rope", "alibi"}
     assert not caps.exact_softmax  # its output is not softmax attention's
     assert spec.dense_reason(4) is None
     attn = build(gate_bias_init=2.0)
