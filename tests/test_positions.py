@@ -49,6 +49,7 @@ from attnbench.attention import (
 from attnbench.config import (
     job_config,
     load_profile,
+    row_setting,
     selected_tasks,
     selected_variants,
     validate_profile,
@@ -595,3 +596,107 @@ def test_positions_profile_dry_run(tmp_path: Path) -> None:
     assert counts["prepare_data"] == 6
     assert counts["train"] == n_runs  # grouped: one job per (variant, seed) trains all six
     assert "results/runs/positions/lm-rope/" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# The leaderboard shows the scheme in the row label when a profile varies it
+# ---------------------------------------------------------------------------------------
+def test_positions_entries_share_a_column_with_the_scheme_in_the_row() -> None:
+    profile = load_profile(POSITIONS_PROFILE)
+    for kind in ("listops", "lm"):
+        for scheme in CROSSED:
+            row = row_setting(profile, f"{kind}-{scheme}", "gla")
+            assert row == {
+                "column": kind,
+                "setting": {"positions": scheme},
+                "reference_setting": {"positions": "learned"},  # the top-level scheme
+            }
+
+
+def test_no_row_axis_where_a_profile_varies_nothing_or_more_than_the_scheme() -> None:
+    default = load_profile(REPO / "config" / "default.yaml")
+    assert all(row_setting(default, t, "vanilla") is None for t in selected_tasks(default))
+    zoology = load_profile(REPO / "config" / "zoology.yaml")  # widths and data differ
+    assert all(row_setting(zoology, t, "vanilla") is None for t in selected_tasks(zoology))
+    raw = load_profile(POSITIONS_PROFILE)
+    raw["tasks"]["lm-rope"] = {**raw["tasks"]["lm-rope"], "train": {"steps": 10}}
+    assert row_setting(raw, "lm-rope", "vanilla") is None  # a different budget too
+    assert row_setting(raw, "lm-alibi", "vanilla") is None
+    raw["tasks"]["lm-alibi"] = {**raw["tasks"]["lm-alibi"], "model": {"positions": "rope"}}
+    assert row_setting(raw, "listops-rope", "vanilla") is not None  # listops still varies
+    raw = load_profile(POSITIONS_PROFILE)
+    raw["tasks"]["lm-alibi"] = {**raw["tasks"]["lm-alibi"], "model": {"dropout": 0.0}}
+    assert row_setting(raw, "lm-rope", "vanilla") is None  # two entries with learned
+
+
+def test_the_leaderboard_folds_scheme_entries_into_rows(tmp_path: Path) -> None:
+    from test_leaderboard import build, main_table, make_record
+
+    runs = []
+    for scheme, shift in (("learned", 0.0), ("rope", 0.2), ("alibi", -0.2)):
+        row = {
+            "column": "listops",
+            "setting": {"positions": scheme},
+            "reference_setting": {"positions": "learned"},
+        }
+        for seed in range(4):
+            value = 0.5 + shift + 0.01 * seed
+            runs.append(
+                make_record(f"listops-{scheme}", "vanilla", seed, value, row=row, profile="p")
+            )
+        runs.append(make_record(f"listops-{scheme}", "gla", 0, 0.55 + shift, row=row, profile="p"))
+    runs.append(
+        make_record(
+            "listops-rope",
+            "linear",
+            0,
+            status="n/a",
+            reason="no rope",
+            row={**row, "setting": {"positions": "rope"}},
+            profile="p",
+        )
+    )
+    result, markdown, _ = build(tmp_path, runs)
+    table = main_table(markdown)
+    table.pop("*strongest trivial baseline*")
+    assert next(iter(table)) == "vanilla · learned"  # the reference row comes first
+    assert set(table) == {f"{v} · {s}" for v in ("vanilla", "gla") for s in CROSSED} | {
+        "linear · rope"
+    }
+    assert result.tasks == ["listops"]  # one column, not one per scheme
+    acc = "listops accuracy (%) ↑"
+    assert table["vanilla · rope"][acc].startswith("71.50 ± 1.29 (n=4)")
+    assert "▲" in table["vanilla · rope"][acc] and "▼" in table["vanilla · alibi"][acc]
+    assert table["linear · rope"][acc].startswith("n/a")
+    assert result.analysis.reference("p") == "vanilla · learned"
+    # the CSV keeps one row per record, the scheme in the variant column
+    assert sorted(set(result.frame["variant"])) == sorted(table)
+
+
+def test_the_runner_records_the_row_of_a_varied_scheme(tmp_path: Path) -> None:
+    raw = tiny_profile(tmp_path / "out")
+    listops = raw["tasks"].pop("listops")
+    raw["tasks"] = {
+        "listops-learned": {**listops, "task": "listops", "model": {"positions": "learned"}},
+        "listops-rope": {**listops, "task": "listops", "model": {"positions": "rope"}},
+    }
+    undeclared = next(n for n in ("performer", "linear", "longformer") if not declares(n, "rope"))
+    raw["variants"] = {"include": [undeclared, "vanilla"]}
+    profile = validate_profile(raw)
+    record = run_job(
+        profile,
+        "listops-rope",
+        undeclared,
+        0,
+        data_dir=tmp_path / "no-data",
+        record_file=tmp_path / "out" / "r.json",
+        na_ok=True,
+        progress=False,
+    )
+    assert record["status"] == "n/a"
+    assert record["row"] == {
+        "column": "listops",
+        "setting": {"positions": "rope"},
+        "reference_setting": {"positions": "learned"},
+    }
+    assert "row" not in na_record(tmp_path / "plain", "rope", undeclared)

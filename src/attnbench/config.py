@@ -248,6 +248,53 @@ def job_config(profile: dict[str, Any], task: str, variant: str) -> dict[str, An
     return cfg
 
 
+# Model settings a profile may vary across entries of one registered task; the leaderboard
+# then shows them in the row label (``vanilla · rope``) under one column (``lm``).
+ROW_AXES: tuple[str, ...] = ("positions",)
+
+
+def _without_row_axes(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` less what tells its entry apart from its siblings: the entry's name and
+    the model's :data:`ROW_AXES`."""
+    rest = {k: v for k, v in cfg.items() if k not in ("task", "task_kind")}
+    rest["model"] = {k: v for k, v in cfg["model"].items() if k not in ROW_AXES}
+    return rest
+
+
+def row_setting(profile: dict[str, Any], task: str, variant: str) -> dict[str, Any] | None:
+    """How the leaderboard shows entry ``task`` when the profile varies a row axis.
+
+    When the profile has several entries of one registered task that differ only in
+    :data:`ROW_AXES` (``config/positions.yaml``: ``lm-learned``, ``lm-rope``,
+    ``lm-alibi``), each with a setting of its own, the records of these entries share
+    one column (the registered task's name) and the setting moves into the row label.
+    Returns ``{"column", "setting", "reference_setting"}``: the reference row is the
+    reference variant under the profile's top-level setting (when an entry has it, else
+    the first entry's). ``None`` when the profile varies nothing there.
+    """
+    kind = profile_task(profile, task).name
+    siblings = [n for n in selected_tasks(profile) if profile_task(profile, n).name == kind]
+    if task not in siblings or len(siblings) < 2:
+        return None
+    cfgs = {name: job_config(profile, name, variant) for name in siblings}
+    mine = _without_row_axes(cfgs[task])
+    if any(_without_row_axes(cfg) != mine for cfg in cfgs.values()):
+        return None
+
+    def setting(cfg: dict[str, Any]) -> dict[str, Any]:
+        return {axis: cfg["model"][axis] for axis in ROW_AXES}
+
+    settings = [setting(cfg) for cfg in cfgs.values()]
+    if any(settings.count(s) > 1 for s in settings):
+        return None  # two entries with one setting: they differ in nothing shown
+    top = {axis: profile.get("model", {}).get(axis) for axis in ROW_AXES}
+    return {
+        "column": kind,
+        "setting": setting(cfgs[task]),
+        "reference_setting": top if top in settings else settings[0],
+    }
+
+
 def data_config_hash(profile: dict[str, Any], task: str) -> str:
     """Hash of what determines a task's prepared data (its data knobs)."""
     task_cls = profile_task(profile, task)

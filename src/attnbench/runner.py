@@ -42,7 +42,13 @@ import torch
 
 from attnbench import distributed, records
 from attnbench.baselines import save_baselines, task_baselines
-from attnbench.config import config_hash, data_config_hash, job_config, profile_task
+from attnbench.config import (
+    config_hash,
+    data_config_hash,
+    job_config,
+    profile_task,
+    row_setting,
+)
 from attnbench.distributed import SINGLE, DistContext
 from attnbench.job import (
     PREPARED_MARKER,
@@ -285,6 +291,9 @@ def run_job(
             _remove_stale_temporaries(record_file)
         torch.set_num_threads(threads or cfg["threads"])
         record = _base_record(job, seed)
+        row = row_setting(profile, task_name, variant)
+        if row is not None:  # the leaderboard's column and row label (see row_setting)
+            record["row"] = row
         identity = {"config_hash": record["config_hash"], "seed": seed}
         if parallel.enabled:  # a checkpoint resumes only at the same world size
             identity["world_size"] = parallel.world_size

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from attnbench.records import load_records
+from attnbench.records import DEFAULT_REFERENCE, load_records
 
 __all__ = [
     "CSV_COLUMNS",
@@ -26,6 +26,7 @@ __all__ = [
     "MISSING",
     "as_dict",
     "direction",
+    "fold_row",
     "format_metric",
     "is_missing",
     "key_text",
@@ -224,12 +225,43 @@ def _dedupe(
     return list(kept.values()), duplicates
 
 
+def _row_label(variant: Any, setting: dict[str, Any]) -> str:
+    """``vanilla · rope``: a variant under a setting the profile varies."""
+    return " · ".join([key_text(variant), *(key_text(v) for v in setting.values())])
+
+
+def fold_row(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as the leaderboard shows it.
+
+    A record with a ``row`` (:func:`attnbench.config.row_setting`: its profile runs one
+    task under several settings of a row axis, e.g. positions) goes into the column
+    ``row.column`` as the row ``<variant> · <setting>``, compared with the reference
+    variant under the reference setting; ``task_entry`` and ``variant_name`` keep the
+    record's own names. Any other record is returned as it is.
+    """
+    row = as_dict(record.get("row"))
+    setting, reference = as_dict(row.get("setting")), as_dict(row.get("reference_setting"))
+    if not _text(row.get("column")) or not setting or not reference:
+        return record
+    return {
+        **record,
+        "task": row["column"],
+        "task_entry": record.get("task"),
+        "variant": _row_label(record.get("variant"), setting),
+        "variant_name": record.get("variant"),
+        "reference_variant": _row_label(
+            record.get("reference_variant") or DEFAULT_REFERENCE, reference
+        ),
+    }
+
+
 def read_records(
     record_files: Sequence[str | Path],
 ) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
     """The usable records of ``record_files`` and ``(path, reason)`` for every file not used.
 
-    Unreadable or incomplete files, and second records of the same (profile, task,
+    Records of a varied row axis are shown folded (:func:`fold_row`). Unreadable or
+    incomplete files, and second records of the same (profile, task,
     variant, seed), are skipped (sorted by path); the same file passed twice is read once.
     """
     paths: list[Path] = []
@@ -240,7 +272,7 @@ def read_records(
             seen.add(norm)
             paths.append(Path(path))
     records, skipped = load_records(paths)
-    records, duplicates = _dedupe(records)
+    records, duplicates = _dedupe([fold_row(record) for record in records])
     skipped = sorted([*skipped, *duplicates], key=lambda item: (str(item[0]), item[1]))
     return records, skipped
 
