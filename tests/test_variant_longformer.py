@@ -198,7 +198,8 @@ def dilated_mask(t: int, window: int, dilation: int, causal: bool, glob: tuple[i
 def dilated_reference(
     attn: LongformerAttention, x: Tensor, allowed: Tensor, causal: bool, pad: Tensor
 ) -> Tensor:
-    """Local rows: SDPA with the loop mask and Q, K, V; global rows: SDPA over every key
+    """Local rows: SDPA with the loop mask ((T, T), or (H, T, T) one per head) and Q, K, V;
+    global rows: SDPA over every key
     with Q_g, K_g, V_g."""
     t = x.shape[1]
 
@@ -208,7 +209,8 @@ def dilated_reference(
     full = torch.ones(t, t, dtype=torch.bool)
     full = (full.tril() if causal else full)[None, None] & pad[:, None, None, :]
     q, k, v = heads(attn.q_proj(x)), heads(attn.k_proj(x)), heads(attn.v_proj(x))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[None, None] & full)
+    per_head = allowed if allowed.dim() == 3 else allowed[None]  # (H | 1, T, T)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=per_head[None] & full)
     assert attn.global_proj is not None
     proj = attn.global_proj
     qg, kg, vg = heads(proj["q"](x)), heads(proj["k"](x)), heads(proj["v"](x))
@@ -309,3 +311,80 @@ def test_dilated_dense_rule() -> None:
     assert spec.dense_reason(4, {"window": 1, "dilation": 3, "global_positions": (0, 2)}) is None
     # dilation 1 keeps the rule and message of the plain window
     assert spec.dense_reason(9, {"window": 8, "global_positions": ()}) == "window 8 ≥ n − 1 = 8"
+
+
+# ---------------------------------------------------------------------------------------
+# A dilation per head (the paper's multi-head setting: some heads local, some far)
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(
+    ("window", "dilations", "glob", "t"),
+    [(2, (1, 1, 2, 3), GLOBAL, 19), (1, (4, 1, 4, 2), (0, 5), 18), (3, (2, 2, 2, 2), (0,), 11)],
+)
+def test_per_head_dilation_matches_sdpa_with_a_mask_per_head(
+    window: int, dilations: tuple[int, ...], glob: tuple[int, ...], t: int, causal: bool
+) -> None:
+    attn = build(window=window, dilation=list(dilations), global_positions=glob)
+    perturb_global_projections(attn)
+    x, pad = inputs(t), padding([t, t - 5], t)
+    allowed = torch.stack([dilated_mask(t, window, d, causal, glob) for d in dilations])
+    ctx = AttentionContext(mask=AttentionMask(causal, pad), need_weights=True)
+    with torch.no_grad():
+        result = attn(x, None, ctx)
+        want = dilated_reference(attn, x, allowed, causal, pad)
+    torch.testing.assert_close(result.out, want, atol=ATOL, rtol=0)
+    assert result.weights is not None
+    seen = result.weights > 0
+    for b, length in enumerate((t, t - 5)):  # each head's weights follow its own mask
+        expected = allowed[:, :length, :length] & (
+            torch.ones(length, length, dtype=torch.bool).tril() if causal else True
+        )
+        assert torch.equal(seen[b, :, :length, :length], expected), b
+
+
+def test_per_head_dilation_equals_single_dilation_models_head_by_head() -> None:
+    """Head h of the per-head model is head h of the model with d = d_h for every head."""
+    t, dilations = 21, (1, 3, 1, 2)
+    mixed = build(dilation=list(dilations))
+    ctx = AttentionContext(mask=AttentionMask(causal=False), need_weights=True)
+    with torch.no_grad():
+        got = mixed(inputs(t), None, ctx).weights
+        for d in set(dilations):
+            one = build(dilation=d)
+            one.load_state_dict(mixed.state_dict())
+            want = one(inputs(t), None, ctx).weights
+            heads = [h for h, d_h in enumerate(dilations) if d_h == d]
+            assert got is not None and want is not None
+            torch.testing.assert_close(got[:, heads], want[:, heads], atol=ATOL, rtol=0)
+
+
+def test_per_head_dilation_options_trains_and_needs_one_value_per_head() -> None:
+    spec = get_variant("longformer")
+    options = spec.options({"dilation": [1, 2]})
+    assert options.dilation == (1, 2) and options.per_head() == (1, 2)
+    assert options.distinct() == (1, 2) and spec.options().distinct() == (1,)
+    for bad in ([], [1, 0], [2, True]):
+        with pytest.raises(ValueError, match="dilation"):
+            spec.options({"dilation": bad})
+    dims = AttentionDims(d_model=D, n_heads=H, head_dim=DH, max_len=32)
+    reason = spec.unsupported_dims(dims, {"dilation": [1, 2]})
+    assert reason == "lists 2 dilations (one per head) for a model with 4 heads"
+    assert spec.unsupported_dims(dims, {"dilation": [1, 1, 2, 2]}) is None
+    with pytest.raises(ValueError, match="one per head"):
+        spec.build(dims, {"dilation": [1, 2]})
+    attn = build(dilation=[1, 2, 1, 3])  # gradients reach every head's projections
+    attn(inputs(15), None, AttentionContext(mask=AttentionMask(causal=True))).out.sum().backward()
+    for name in ("q_proj", "k_proj", "v_proj"):
+        grad = getattr(attn, name).weight.grad
+        assert grad is not None
+        assert all(grad[h * DH : (h + 1) * DH].abs().sum() > 0 for h in range(H)), name
+
+
+def test_per_head_dense_rule_needs_every_head_dense() -> None:
+    spec = get_variant("longformer")
+    opts = {"window": 1, "global_positions": (0, 2)}
+    assert spec.dense_reason(4, {**opts, "dilation": [2, 2]})  # every head dense
+    assert spec.dense_reason(4, {**opts, "dilation": [2, 3]}) is None  # the d = 3 head is not
+    assert spec.dense_reason(9, {"window": 8, "global_positions": (), "dilation": [1, 1]}) == (
+        "window 8 ≥ n − 1 = 8"
+    )

@@ -23,9 +23,15 @@ tokens away::
 
     A_i = { j : |i − j| ≤ w·d and (i − j) mod d = 0 } ∪ G      for i ∉ G
 
-The dilation applies to every head of every layer. The paper's own settings vary it:
-per head (dilation on 2 heads only, the others undilated) and per layer (growing with
-depth) in its character LM; those schedules are not implemented here.
+``dilation`` is one d for every head, or one per head (``dilation: [1, 1, 2, 3]``), the
+paper's multi-head setting: "each head [has a] different dilation configuration", some
+heads attending to the local context and others further away; its character LM dilates
+2 heads only, the others undilated. Head h then sees
+
+    A_i^h = { j : |i − j| ≤ w·d_h and (i − j) mod d_h = 0 } ∪ G      for i ∉ G
+
+The paper's per-layer schedule (windows and dilations growing with depth) is not here:
+a variant's options are the same in every layer.
 
 Cost (:mod:`attnbench.blocksparse`): window as a block part (keys that are global
 are left to the global columns, so none is counted twice), global keys as g columns,
@@ -65,16 +71,30 @@ class LongformerOptions:
     window: int = 16  # w: keys attended on each side (causal: to the left)
     global_positions: tuple[int, ...] = field(default=(0,))  # global tokens; (0,) = [CLS]
     separate_global: bool = True  # Q_g, K_g, V_g for the global rows (paper §3.1)
-    dilation: int = 1  # d: the window's keys are every d-th token, up to w·d away; 1 = plain
+    # d: the window's keys are every d-th token, up to w·d away (1 = plain); or d_h per head
+    dilation: int | tuple[int, ...] = 1
 
     def __post_init__(self) -> None:
         self.global_positions = tuple(sorted({int(p) for p in self.global_positions}))
+        if isinstance(self.dilation, list | tuple):
+            self.dilation = tuple(self.dilation)
+            if not self.dilation:
+                raise ValueError("dilation: give one value, or one per head; got an empty list")
+        values = self.dilation if isinstance(self.dilation, tuple) else (self.dilation,)
+        if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in values):
+            raise ValueError(f"dilation must be ≥ 1 (an integer per head), got {self.dilation}")
         if self.window < 0:
             raise ValueError(f"window must be ≥ 0, got {self.window}")
-        if self.dilation < 1:
-            raise ValueError(f"dilation must be ≥ 1, got {self.dilation}")
         if any(p < 0 for p in self.global_positions):
             raise ValueError(f"global_positions must be ≥ 0, got {self.global_positions}")
+
+    def per_head(self) -> tuple[int, ...] | None:
+        """d_h of each head when ``dilation`` lists them, ``None`` for one d for all."""
+        return self.dilation if isinstance(self.dilation, tuple) else None
+
+    def distinct(self) -> tuple[int, ...]:
+        """The dilations the heads use, each once, in increasing order."""
+        return tuple(sorted(set(self.per_head() or (self.dilation,))))
 
 
 def longformer_pattern(
@@ -124,6 +144,28 @@ def longformer_pattern(
     return SparsePattern([part, ColumnPart(glob)], global_queries=glob)
 
 
+def _dense_window(w: int, d: int, local: list[int], n: int) -> str | None:
+    """Why a window of w keys each side, dilation d, covers every pair of the non-global
+    positions ``local`` at length n; ``None`` when it does not."""
+    span = local[-1] - local[0] if local else 0
+    if d > 1:
+        if span > w * d or any((p - local[0]) % d for p in local):
+            return None
+        return (
+            f"dilation {d}: the non-global positions ({len(local)} at n = {n}) are "
+            f"multiples of {d} apart and span {span} ≤ w·d = {w * d}"
+        )
+    if span > w:
+        return None
+    if span == n - 1:
+        return f"window {w} ≥ n − 1 = {n - 1}"
+    return (
+        f"window {w} ≥ {span}, the distance between the first and last non-global "
+        f"positions ({local[0] if local else '–'} and {local[-1] if local else '–'}) "
+        f"at n = {n}"
+    )
+
+
 @register_variant(
     "longformer",
     paper='Beltagy, Peters & Cohan 2020, "Longformer: The Long-Document Transformer"',
@@ -141,8 +183,21 @@ class LongformerAttention(MultiHeadAttention):
         memory_complexity="O(n·(w + g))",
     )
 
+    @classmethod
+    def unsupported_dims(cls, options: LongformerOptions, dims: AttentionDims) -> str | None:
+        per_head = options.per_head()
+        if per_head is not None and len(per_head) != dims.n_heads:
+            return (
+                f"lists {len(per_head)} dilations (one per head) for a model with "
+                f"{dims.n_heads} heads"
+            )
+        return None
+
     def __init__(self, dims: AttentionDims, options: LongformerOptions | None = None) -> None:
         super().__init__(dims, options)
+        reason = self.unsupported_dims(self.options, dims)
+        if reason is not None:
+            raise ValueError(f"longformer: {reason}")
         self.global_proj: nn.ModuleDict | None = None
         if self.options.separate_global:
             self.global_proj = nn.ModuleDict(
@@ -157,30 +212,14 @@ class LongformerAttention(MultiHeadAttention):
         global position is always covered). With dilation d > 1 the window covers a pair
         only at a distance that is a multiple of d, up to w·d: dense once the non-global
         positions all have the same residue mod d (a single one, say, or globals at every
-        other position for d = 2) and span at most w·d."""
-        w, d = options.window, options.dilation
+        other position for d = 2) and span at most w·d. With a dilation per head, dense
+        when it is for every head's."""
         glob = {p for p in options.global_positions if p < n}
         local = [p for p in range(n) if p not in glob]
-        span = local[-1] - local[0] if local else 0
-        if d > 1:
-            if span > w * d or any((p - local[0]) % d for p in local):
-                return None
-            how = (
-                f"dilation {d}: the non-global positions ({len(local)} at n = {n}) are "
-                f"multiples of {d} apart and span {span} ≤ w·d = {w * d}"
-            )
-            if options.separate_global and glob:
-                how += " (the global rows with their own Q_g, K_g, V_g)"
-            return how
-        if span > w:
+        reasons = [_dense_window(options.window, d, local, n) for d in options.distinct()]
+        if any(reason is None for reason in reasons):
             return None
-        how = (
-            f"window {w} ≥ n − 1 = {n - 1}"
-            if span == n - 1
-            else f"window {w} ≥ {span}, the distance between the first and last non-global "
-            f"positions ({local[0] if local else '–'} and {local[-1] if local else '–'}) "
-            f"at n = {n}"
-        )
+        how = "; ".join(str(reason) for reason in reasons)
         if options.separate_global and glob:
             how += " (the global rows with their own Q_g, K_g, V_g)"
         return how
@@ -190,30 +229,44 @@ class LongformerAttention(MultiHeadAttention):
             raise ValueError("longformer is self-attention only (cross_attention=False)")
         opts: LongformerOptions = self.options
         length = x.shape[1]
-        pattern = longformer_pattern(
-            length, opts.window, opts.global_positions, x.device, opts.dilation
-        )
         q = self.split_heads(self.q_proj(x))  # (B, H, T, dh)
         k = self.split_heads(self.k_proj(x))
         v = self.split_heads(self.v_proj(x))
         global_qkv = None
-        if self.global_proj is not None and pattern.global_queries is not None:
-            glob = pattern.global_queries
+        glob = [p for p in opts.global_positions if p < length]
+        if self.global_proj is not None and glob:
             global_qkv = (
                 self.split_heads(self.global_proj["q"](x[:, glob])),  # (B, H, g, dh)
                 self.split_heads(self.global_proj["k"](x)),  # (B, H, T, dh)
                 self.split_heads(self.global_proj["v"](x)),
             )
-        out, weights = sparse_attention(
-            q,
-            k,
-            v,
-            pattern,
-            ctx.mask,
-            dropout_p=self.attn_dropout.p if self.training else 0.0,
-            need_weights=ctx.need_weights,
-            global_qkv=global_qkv,
-        )  # (B, H, T, dh), (B, H, T, T) | None
+        dropout_p = self.attn_dropout.p if self.training else 0.0
+
+        def attend(d: int, heads: slice | list[int]) -> tuple[Tensor, Tensor | None]:
+            """Attention of ``heads``, all with dilation d: (B, h, T, dh), weights or None."""
+            pattern = longformer_pattern(length, opts.window, opts.global_positions, x.device, d)
+            return sparse_attention(
+                q[:, heads],
+                k[:, heads],
+                v[:, heads],
+                pattern,
+                ctx.mask,
+                dropout_p=dropout_p,
+                need_weights=ctx.need_weights,
+                global_qkv=None if global_qkv is None else tuple(t[:, heads] for t in global_qkv),
+            )
+
+        per_head = opts.per_head()
+        if per_head is None or len(set(per_head)) == 1:
+            out, weights = attend(opts.distinct()[0], slice(None))
+        else:  # the heads of one dilation share a pattern
+            out = torch.empty_like(q)
+            weights = q.new_empty(*q.shape[:3], length) if ctx.need_weights else None
+            for d in opts.distinct():
+                heads = [h for h, d_h in enumerate(per_head) if d_h == d]
+                out[:, heads], part_weights = attend(d, heads)
+                if weights is not None and part_weights is not None:
+                    weights[:, heads] = part_weights
         return AttentionOutput(
             out=self.project_out(out, ctx.head_mask),
             weights=weights if ctx.need_weights else None,
@@ -221,3 +274,6 @@ class LongformerAttention(MultiHeadAttention):
 
 
 register_preset("longformer-32", "longformer", window=32)
+# Two of four heads dilated (d = 2 and 4, reaching 32 and 64 tokens at w = 16), two local:
+# the paper's multi-head setting (its character LM dilates 2 heads). Needs 4 heads.
+register_preset("longformer-dilated", "longformer", dilation=(1, 1, 2, 4))
