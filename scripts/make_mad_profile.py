@@ -64,7 +64,7 @@ def render() -> str:
     lines += [
         "  MAD's six synthetic tasks at their baseline settings and one-factor sweeps, every",
         "  variant at the best of mad-lab's 3 learning rates x 2 weight decays (GPU).",
-        "output_dir: results",
+        "output_dir: results/mad  # its own leaderboard, beside the default profile's results/",
         "seeds: [0]",
         "reference: {variant: vanilla, seeds: [0, 1, 2]}",
         "device: auto",

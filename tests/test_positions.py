@@ -595,7 +595,7 @@ def test_positions_profile_dry_run(tmp_path: Path) -> None:
     counts = job_counts(proc.stdout)
     assert counts["prepare_data"] == 6
     assert counts["train"] == n_runs  # grouped: one job per (variant, seed) trains all six
-    assert "results/runs/positions/lm-rope/" in proc.stdout
+    assert "results/positions/runs/positions/lm-rope/" in proc.stdout
 
 
 # ---------------------------------------------------------------------------------------
