@@ -252,3 +252,21 @@ def test_options_validation_and_capabilities() -> None:
     caps = spec.capabilities
     assert caps.causal and caps.cross_attention and caps.padding_mask
     assert not caps.exact_softmax
+
+
+def test_rope_rotates_sub_heads_of_width_d_and_needs_it_even() -> None:
+    """RoPE's frequencies are those of the sub-head width d (d_h / 2 with heads='all'),
+    and an odd d is n/a under RoPE (fine under learned positions)."""
+    from attnbench.attention import AttentionDims, rope_frequencies
+
+    spec = get_variant("differential")
+    dims = AttentionDims(d_model=32, n_heads=4, head_dim=8, max_len=16, position_scheme="rope")
+    layer = spec.build(dims, {"heads": "all"})
+    assert layer.rope_freqs is not None
+    torch.testing.assert_close(layer.rope_freqs, rope_frequencies(4))
+    odd = AttentionDims(d_model=24, n_heads=4, head_dim=6, max_len=16, position_scheme="rope")
+    reason = spec.unsupported_dims(odd, {"heads": "all"})
+    assert reason == "rotates sub-heads of width 3 under RoPE, which needs an even width"
+    assert spec.unsupported_dims(odd, {"heads": "half"}) is None  # d = d_h = 6
+    learned = AttentionDims(d_model=24, n_heads=4, head_dim=6, max_len=16)
+    assert spec.unsupported_dims(learned, {"heads": "all"}) is None

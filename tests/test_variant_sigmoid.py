@@ -30,11 +30,16 @@ def build(seed: int = 0, **overrides) -> SigmoidAttention:
 
 
 def reference(
-    attn: SigmoidAttention, x: Tensor, source: Tensor | None, allowed: Tensor, n: Tensor | float
+    attn: SigmoidAttention,
+    x: Tensor,
+    source: Tensor | None,
+    allowed: Tensor,
+    n: Tensor | float,
+    distance_bias: Tensor | float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     kv = x if source is None else source
     q, k, v = heads(attn.q_proj(x)), heads(attn.k_proj(kv)), heads(attn.v_proj(kv))
-    logits = q @ k.transpose(-2, -1) / math.sqrt(DH)  # (B, H, T, S)
+    logits = q @ k.transpose(-2, -1) / math.sqrt(DH) + distance_bias  # (B, H, T, S)
     b = -torch.log(torch.as_tensor(n, dtype=torch.float64))
     weights = torch.sigmoid(logits + b) * allowed.to(torch.float64)
     out = (weights @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], D)
@@ -177,3 +182,25 @@ def test_options_and_capabilities() -> None:
     caps = spec.capabilities
     assert caps.causal and caps.cross_attention and caps.padding_mask
     assert not caps.exact_softmax
+
+
+@pytest.mark.parametrize("case", ["none", "causal", "causal+padding"])
+def test_alibi_joins_the_bias_inside_the_sigmoid(case: str) -> None:
+    """Under ALiBi: σ(q_i·k_j/√d − log n_i − m_h·|i − j|), slopes from Press et al.'s
+    geometric rule for 4 heads (2^-2, 2^-4, 2^-6, 2^-8), written out here."""
+    attn = build()
+    x, source, mask, allowed = case_setup(case)
+    slopes = torch.tensor([2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8], dtype=torch.float64)
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    distance_bias = -slopes[:, None, None] * (i - j).abs().to(torch.float64)  # (H, T, T)
+    alibi = AttentionMask(
+        causal=mask.causal, key_padding=mask.key_padding, alibi_slopes=slopes.float()
+    )
+    with torch.no_grad():
+        got = attn(x, source, AttentionContext(mask=alibi, need_weights=True))
+        want_w, want_out = reference(attn, x, source, allowed, keys_seen(allowed), distance_bias)
+        plain = attn(x, source, AttentionContext(mask=mask)).out
+    assert got.weights is not None
+    torch.testing.assert_close(got.weights, want_w.expand_as(got.weights), atol=1e-7, rtol=0)
+    torch.testing.assert_close(got.out, want_out, atol=1e-6, rtol=0)
+    assert (got.out - plain).abs().max() > 1e-3  # the bias changed the output

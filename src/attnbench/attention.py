@@ -484,7 +484,7 @@ class MultiHeadAttention(Attention):
         if freqs is None:
             return q, k
         if freqs.dtype != torch.float32:  # a model cast to half precision: θ from scratch
-            freqs = rope_frequencies(self.dims.head_dim).to(q.device)
+            freqs = rope_frequencies(q.shape[-1]).to(q.device)
         t, s = q.shape[-2], k.shape[-2]
         memory = ctx.mask.memory_len
         q_pos = ctx.positions

@@ -37,6 +37,10 @@ entries and rows summing to 1 − λ. Masked keys get exactly 0 in both maps. Ti
 O(n²·d) and memory O(n²), as vanilla: with ``"half"`` the 2h = H maps of width d = d_h
 are vanilla's H maps in number and width; ``"all"`` has 2H maps of width d_h / 2, the
 same QKᵀ FLOPs but twice the n² entries to normalise and hold.
+
+Positions: the paper's models use RoPE. Under ``rope`` every sub-head (Q1, K1 and Q2, K2
+of each head, width d) is rotated on its own, θ_i = 10000^(−2i/d), as in the authors'
+code; d must be even. ALiBi is not offered (the 2h maps would need their own slopes).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from attnbench.attention import (
     MultiHeadAttention,
     project_heads,
     register_variant,
+    rope_frequencies,
     scaled_masked_softmax,
 )
 
@@ -92,6 +97,7 @@ class DifferentialAttention(MultiHeadAttention):
         causal=True,
         cross_attention=True,
         padding_mask=True,
+        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope"}),
         time_complexity="O(n²·d)",
         memory_complexity="O(n²)",
     )
@@ -100,6 +106,9 @@ class DifferentialAttention(MultiHeadAttention):
     def unsupported_dims(cls, options: Any, dims: AttentionDims) -> str | None:
         if options.heads == "half" and dims.n_heads % 2:
             return f"needs an even n_heads (heads='half' pairs them); the model has {dims.n_heads}"
+        half = dims.head_dim if options.heads == "half" else dims.head_dim // 2
+        if dims.position_scheme == "rope" and half % 2:
+            return f"rotates sub-heads of width {half} under RoPE, which needs an even width"
         return None
 
     def __init__(self, dims: AttentionDims, options: DifferentialOptions | None = None) -> None:
@@ -126,6 +135,10 @@ class DifferentialAttention(MultiHeadAttention):
         self.lambda_q2 = nn.Parameter(torch.randn(d) * 0.1)
         self.lambda_k2 = nn.Parameter(torch.randn(d) * 0.1)
         self.norm_weight = nn.Parameter(torch.ones(2 * d))  # RMSNorm gain, shared by heads
+        if self.rope_freqs is not None:  # RoPE on the sub-heads of width d
+            if d % 2:
+                raise ValueError(f"differential under RoPE needs an even sub-head width, got {d}")
+            self.rope_freqs = rope_frequencies(d)
 
     def lambda_(self) -> Tensor:
         """λ = exp(λ_q1 · λ_k1) − exp(λ_q2 · λ_k2) + λ_init, a 0-dim tensor."""
@@ -144,6 +157,7 @@ class DifferentialAttention(MultiHeadAttention):
         q = self.q_proj(x).view(b, t, 2 * h, d).transpose(1, 2)  # (B, 2h, T, d)
         k = self.k_proj(kv).view(b, s, 2 * h, d).transpose(1, 2)  # (B, 2h, S, d)
         v = self.v_proj(kv).view(b, s, h, 2 * d).transpose(1, 2)  # (B, h, S, 2d)
+        q, k = self.rotate(q, k, ctx)  # RoPE on each sub-head, when the scheme is rope
         out, weights = self.attend(q, k, v, ctx)  # (B, h, T, 2d), (B, h, T, S)
         return AttentionOutput(
             out=project_heads(out, self.out_proj, self.head_gates(ctx.head_mask)),

@@ -87,6 +87,8 @@ class GroupedQueryAttention(MultiHeadAttention):
         causal=True,
         cross_attention=True,
         padding_mask=True,
+        # RoPE rotates the h query and G key heads alike; ALiBi biases the (B, h, T, S) scores
+        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope", "alibi"}),
         time_complexity="O(n²·d)",
         memory_complexity="O(n²)",
     )
@@ -114,6 +116,7 @@ class GroupedQueryAttention(MultiHeadAttention):
         q = self.split_heads(self.q_proj(x))  # (B, h, T, dh)
         k = self.split_kv_heads(self.k_proj(kv))  # (B, G, S, dh)
         v = self.split_kv_heads(self.v_proj(kv))  # (B, G, S, dh)
+        q, k = self.rotate(q, k, ctx)  # RoPE, when the model's scheme is rope
         out, weights = self.attend(q, k, v, ctx)  # (B, h, T, dh), (B, h, T, S)
         return AttentionOutput(
             out=self.project_out(out, ctx.head_mask),

@@ -31,6 +31,10 @@ keys. With masks, the keys a query may see differ, so:
     (b = −log of the configured maximum sequence length, causal models included).
 
 A query with no allowed key (a fully padded row) gets n = 1 (b = 0) and all-zero weights.
+
+Positions: the paper pairs sigmoid attention with relative schemes (ALiBi, RoPE). Under
+``rope`` q and k are rotated before the scores; under ``alibi`` the head's distance bias
+joins b inside the sigmoid: σ(q_i·k_j/√d − log n_i − m_h·|i − j|).
 The paper's stabilisers outside the attention (hybrid-norm, LayerScale) are not part of
 this module. Time O(n²·d), memory O(n²), as softmax attention.
 """
@@ -80,6 +84,8 @@ class SigmoidAttention(MultiHeadAttention):
         causal=True,
         cross_attention=True,
         padding_mask=True,
+        # RoPE through MultiHeadAttention.rotate; ALiBi in the additive mask M (attend)
+        position_schemes=frozenset({"learned", "sinusoidal", "none", "rope", "alibi"}),
         time_complexity="O(n²·d)",
         memory_complexity="O(n²)",
     )
@@ -103,7 +109,8 @@ class SigmoidAttention(MultiHeadAttention):
         t, s = q.shape[-2], k.shape[-2]
         scores = (q * default_scale(q.shape[-1])) @ k.transpose(-2, -1)  # QKᵀ/√d (B, H, T, S)
         b = -self.log_n(t, s, ctx, q.device, scores.dtype)  # b = −log n
-        mask = ctx.mask.bias(t, s, q.device, scores.dtype)  # M: 0 allowed, −∞ masked
+        # M: 0 allowed, −∞ masked, plus ALiBi's −m_h·|i − j| under the alibi scheme
+        mask = ctx.mask.bias(t, s, q.device, scores.dtype)
         offset = b if mask is None else mask + b  # (B|1, 1, T, S): one pass over the scores
         weights = torch.sigmoid(scores + offset)  # exactly 0 where M = −∞
         out = self.attn_dropout(weights) @ v  # (B, H, T, dh)
