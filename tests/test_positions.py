@@ -656,9 +656,40 @@ def test_the_leaderboard_folds_scheme_entries_into_rows(tmp_path: Path) -> None:
         for seed in range(4):
             value = 0.5 + shift + 0.01 * seed
             runs.append(
-                make_record(f"listops-{scheme}", "vanilla", seed, value, row=row, profile="p")
+                make_record(
+                    f"listops-{scheme}",
+                    "vanilla",
+                    seed,
+                    value,
+                    row=row,
+                    profile="p",
+                    reference_variant="vanilla",
+                )
             )
-        runs.append(make_record(f"listops-{scheme}", "gla", 0, 0.55 + shift, row=row, profile="p"))
+        runs.append(
+            make_record(
+                f"listops-{scheme}",
+                "gla",
+                0,
+                0.55 + shift,
+                row=row,
+                profile="p",
+                reference_variant="vanilla",
+            )
+        )
+        control = {
+            "capabilities": {"mixes_tokens": False},
+            "row": row,
+            "profile": "p",
+            "reference_variant": "vanilla",
+        }
+        if scheme == "learned":
+            runs.append(make_record("listops-learned", "no-mixing", 0, 0.3, **control))
+        else:
+            runs.append(
+                make_record(f"listops-{scheme}", "no-mixing", 0, None, status="n/a",
+                            reason="declares no such scheme", **control)
+            )  # fmt: skip
     runs.append(
         make_record(
             "listops-rope",
@@ -668,15 +699,20 @@ def test_the_leaderboard_folds_scheme_entries_into_rows(tmp_path: Path) -> None:
             reason="no rope",
             row={**row, "setting": {"positions": "rope"}},
             profile="p",
+            reference_variant="vanilla",
         )
     )
     result, markdown, _ = build(tmp_path, runs)
     table = main_table(markdown)
     table.pop("*strongest trivial baseline*")
+    table = {name.removesuffix(" (control: no token mixing)"): row for name, row in table.items()}
     assert next(iter(table)) == "vanilla · learned"  # the reference row comes first
-    assert set(table) == {f"{v} · {s}" for v in ("vanilla", "gla") for s in CROSSED} | {
-        "linear · rope"
-    }
+    assert set(table) == {
+        f"{v} · {s}" for v in ("vanilla", "gla", "no-mixing") for s in CROSSED
+    } | {"linear · rope"}
+    # the signal check names the control that has a result, not its n/a rows
+    assert "| no-mixing · learned 30.00 | **signal** |" in markdown
+    assert "no-mixing · rope —" not in markdown
     assert result.tasks == ["listops"]  # one column, not one per scheme
     acc = "listops accuracy (%) ↑"
     assert table["vanilla · rope"][acc].startswith("71.50 ± 1.29 (n=4)")

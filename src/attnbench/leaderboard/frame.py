@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from attnbench.records import DEFAULT_REFERENCE, load_records
+from attnbench.records import load_records
 
 __all__ = [
     "CSV_COLUMNS",
@@ -226,7 +226,7 @@ def _dedupe(
 
 
 def _row_label(variant: Any, setting: dict[str, Any]) -> str:
-    """``vanilla · rope``: a variant under a setting the profile varies."""
+    """``<variant> · <setting>``: a variant under a setting the profile varies."""
     return " · ".join([key_text(variant), *(key_text(v) for v in setting.values())])
 
 
@@ -243,15 +243,14 @@ def fold_row(record: dict[str, Any]) -> dict[str, Any]:
     setting, reference = as_dict(row.get("setting")), as_dict(row.get("reference_setting"))
     if not _text(row.get("column")) or not setting or not reference:
         return record
+    compared_with = _text(record.get("reference_variant"))  # the runner always writes it
     return {
         **record,
         "task": row["column"],
         "task_entry": record.get("task"),
         "variant": _row_label(record.get("variant"), setting),
         "variant_name": record.get("variant"),
-        "reference_variant": _row_label(
-            record.get("reference_variant") or DEFAULT_REFERENCE, reference
-        ),
+        "reference_variant": compared_with and _row_label(compared_with, reference),
     }
 
 

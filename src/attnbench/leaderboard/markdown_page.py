@@ -212,10 +212,12 @@ def _signal_row(signal: TaskSignal) -> list[str]:
     if signal.best_variant is not None:
         best = f"{md_escape(signal.best_variant)} {_signed(signal.best_margin)}"
     snr = MISSING if signal.snr is None else f"{signal.snr:.2f}"
+    # controls without a result (n/a under a setting, say) only where none has one
+    shown = [item for item in signal.controls if item[1] is not None] or signal.controls
     controls = (
         "; ".join(
             f"{md_escape(name)} {MISSING if mean is None else format_metric(metric, mean)}"
-            for name, mean in signal.controls
+            for name, mean in shown
         )
         or MISSING
     )
