@@ -20,8 +20,13 @@ include: "workflow/rules/bench.smk"
 include: "workflow/rules/leaderboard.smk"
 
 
+# The run records and the sweep's records are targets of their own: Snakemake does not
+# rerun a job for a missing input when the job's outputs exist, so a record deleted (or a
+# profile whose output_dir already holds a leaderboard) would otherwise run nothing.
 rule all:
     default_target: True
     input:
         rules.leaderboard.output,
+        ALL_RECORDS,
+        rules.bench_summary.input,
         HEAD_ABLATIONS,

@@ -212,6 +212,22 @@ def test_a_fresh_clone_with_committed_results_runs_the_sweep_again(workdir: Path
     assert counts.get("bench", 0) >= 1 and counts["bench_summary"] == 1
 
 
+def test_an_existing_leaderboard_does_not_stop_missing_runs(workdir: Path, tmp_path: Path) -> None:
+    """Snakemake does not rerun a job for missing inputs when its outputs exist; the run
+    records are targets of their own, so a profile whose output_dir already holds a
+    leaderboard (and no head ablation) still trains every missing run and rebuilds it."""
+    out = tmp_path / "out"
+    profile = two_task_profile(out, group=False)
+    profile_file = tmp_path / "two.yaml"
+    profile_file.write_text(yaml.safe_dump(profile))
+    out.mkdir()
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "manifest.json"):
+        (out / name).write_text("from another profile\n")
+    (out / "plots").mkdir()
+    counts = job_counts(snakemake(workdir, "--configfile", str(profile_file), "-n").stdout)
+    assert counts["train"] == 4 and counts["leaderboard"] == 1  # 2 tasks × 2 variants
+
+
 def two_task_profile(out_dir: Path, group: bool) -> dict:
     """The workflow profile with two tasks and two variants (for dry runs only)."""
     profile = workflow_profile(out_dir)
