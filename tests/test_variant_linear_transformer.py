@@ -195,3 +195,101 @@ def test_module_under_bf16_autocast_is_close_to_float32() -> None:
 def test_bad_chunk_size_is_rejected() -> None:
     with pytest.raises(ValueError, match="chunk_size"):
         get_variant("linear").options({"chunk_size": 0})
+
+
+# ---------------------------------------------------------------------------------------
+# RoPE (RoFormer §3.3): rotated features in the numerator only
+# ---------------------------------------------------------------------------------------
+def roformer_rotate(x: Tensor, positions: Tensor) -> Tensor:
+    """R_p x as RoFormer writes it (eq. 34): pairs (x_2i, x_2i+1) turned by p·θ_i,
+    θ_i = 10000^(−2i/d), via complex numbers in float64."""
+    d = x.shape[-1]
+    theta = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    angle = positions.to(torch.float64)[:, None] * theta[None, :]
+    pairs = torch.view_as_complex(x.to(torch.float64).reshape(*x.shape[:-1], d // 2, 2))
+    return torch.view_as_real(pairs * torch.polar(torch.ones_like(angle), angle)).flatten(-2)
+
+
+def naive_rope(
+    q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, q_pos: Tensor, k_pos: Tensor
+) -> Tensor:
+    """Eq. 19, one query and one key at a time: Σ_j (R_i φ(q_i))·(R_j φ(k_j)) v_j over
+    Σ_j φ(q_i)·φ(k_j), the sums over the keys query i sees."""
+    phi_q, phi_k = F.elu(q) + 1, F.elu(k) + 1
+    rq, rk = roformer_rotate(phi_q, q_pos), roformer_rotate(phi_k, k_pos)
+    out = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=torch.float64)
+    for i in range(q.shape[-2]):
+        num = torch.zeros(*q.shape[:-2], v.shape[-1], dtype=torch.float64)
+        den = torch.zeros(*q.shape[:-2], 1, dtype=torch.float64)
+        for j in range(k.shape[-2]):
+            seen = torch.ones(()) if allowed is None else allowed[..., i, j]
+            seen = seen.to(torch.float64).reshape(*seen.shape, *([1] * (3 - seen.dim())))
+            num = num + seen * (rq[..., i, :] * rk[..., j, :]).sum(-1, keepdim=True) * v[..., j, :]
+            den = den + seen * (phi_q[..., i, :] * phi_k[..., j, :]).sum(-1, keepdim=True)
+        out[..., i, :] = torch.where(den > 0, num / den, torch.zeros_like(num))
+    return out
+
+
+ROPE_ATOL = 1e-6  # the module's angles are float32 (rope_rotate), the reference's float64
+
+
+def build_rope(chunk_size: int = 64) -> LinearAttention:
+    torch.manual_seed(0)
+    dims = AttentionDims(d_model=8, n_heads=H, head_dim=DH, max_len=32, position_scheme="rope")
+    attn = get_variant("linear").build(dims, {"chunk_size": chunk_size})
+    assert isinstance(attn, LinearAttention)
+    return attn.double().eval()
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 64])
+@pytest.mark.parametrize("case", ["none", "padded", "causal", "causal+padded", "memory"])
+def test_rope_rotates_the_numerators_features_only(case: str, chunk_size: int) -> None:
+    attn = build_rope(chunk_size)
+    memory = 3 if case == "memory" else 0
+    q, k, v = qkv(T, T + memory, seed=4)
+    pad = padding([T, T - 4, 2], T) if "padded" in case else None
+    mask = AttentionMask(causal=case != "none" and case != "padded", key_padding=pad)
+    if memory:
+        mask = AttentionMask(causal=True, memory_len=memory)
+    allowed = None
+    if mask.causal:
+        allowed = causal_allowed(T, T + memory, memory)[None, None].expand(B, H, T, T + memory)
+    if pad is not None:
+        keys = pad[:, None, None, :].expand(B, H, T, T)
+        allowed = keys if allowed is None else allowed & keys
+    q_pos = torch.arange(T) + memory
+    k_pos = torch.arange(T + memory)
+    want = naive_rope(q, k, v, allowed, q_pos, k_pos)
+    torch.testing.assert_close(attend(attn, q, k, v, mask), want, atol=ROPE_ATOL, rtol=0)
+
+
+def test_rope_on_linear_attention_is_relative_and_changes_the_output() -> None:
+    """Shifting every position leaves the layer's output as it is; without RoPE the
+    same weights give another output; the module rotates nothing before φ."""
+    attn = build_rope()
+    plain = build()
+    plain.load_state_dict(attn.state_dict())
+    x = torch.randn(B, T, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    for mask in (AttentionMask(), AttentionMask(causal=True)):
+
+        def run(layer: LinearAttention, offset: int = 0, mask: AttentionMask = mask) -> Tensor:
+            ctx = AttentionContext(mask=mask, positions=torch.arange(T) + offset)
+            with torch.no_grad():
+                return layer(x, None, ctx).out
+
+        torch.testing.assert_close(run(attn), run(attn, offset=17), atol=ROPE_ATOL, rtol=0)
+        assert (run(attn) - run(plain)).abs().max() > 1e-4
+    q, k = torch.randn(2, 1, H, T, DH, dtype=torch.float64).unbind(0)
+    same_q, same_k = attn.rotate(q, k, AttentionContext())
+    assert same_q is q and same_k is k
+
+
+def test_rope_dense_weights_match_the_output() -> None:
+    attn = build_rope()
+    q, k, v = qkv(seed=6)
+    ctx = AttentionContext(mask=AttentionMask(causal=True), need_weights=True)
+    with torch.no_grad():
+        out, weights = attn.attend(q, k, v, ctx)
+    assert weights is not None
+    torch.testing.assert_close(weights @ v, out, atol=ROPE_ATOL, rtol=0)
+    assert (weights < 0).any()  # rotated numerators are not positive
