@@ -13,7 +13,8 @@ from attnbench.train import TrainConfig, decay_exempt_parameters, make_optimizer
 
 def _model(name: str) -> nn.Module:
     torch.manual_seed(0)
-    cfg = ModelConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=12)
+    # 4 heads: every preset runs (longformer-dilated lists 4 dilations)
+    cfg = ModelConfig(d_model=16, n_heads=4, n_layers=1, d_ff=32, max_len=12)
     spec = get_variant(name)
     return SequenceClassifier(10, 2, cfg, spec, spec.resolved_options())
 
@@ -56,7 +57,7 @@ def test_declared_structural_parameters_are_found(name: str, expected: set[str])
 
 def test_every_declared_name_is_an_attribute_of_its_module() -> None:
     """A misspelt name would silently exempt nothing: every declared name must exist."""
-    dims = AttentionDims(d_model=16, n_heads=2, head_dim=8, max_len=12)
+    dims = AttentionDims(d_model=16, n_heads=4, head_dim=4, max_len=12)
     for name, spec in VARIANTS.items():
         module = spec.build(dims)
         for sub in module.modules():
