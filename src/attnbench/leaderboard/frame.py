@@ -225,7 +225,7 @@ def _dedupe(
     return list(kept.values()), duplicates
 
 
-def _row_label(variant: Any, setting: dict[str, Any]) -> str:
+def _folded_variant(variant: Any, setting: dict[str, Any]) -> str:
     """``<variant> · <setting>``: a variant under a setting the profile varies."""
     return " · ".join([key_text(variant), *(key_text(v) for v in setting.values())])
 
@@ -248,9 +248,9 @@ def fold_row(record: dict[str, Any]) -> dict[str, Any]:
         **record,
         "task": row["column"],
         "task_entry": record.get("task"),
-        "variant": _row_label(record.get("variant"), setting),
+        "variant": _folded_variant(record.get("variant"), setting),
         "variant_name": record.get("variant"),
-        "reference_variant": compared_with and _row_label(compared_with, reference),
+        "reference_variant": compared_with and _folded_variant(compared_with, reference),
     }
 
 
