@@ -256,13 +256,14 @@ class LongformerAttention(MultiHeadAttention):
                 global_qkv=None if global_qkv is None else tuple(t[:, heads] for t in global_qkv),
             )
 
-        per_head = opts.per_head()
-        if per_head is None or len(set(per_head)) == 1:
-            out, weights = attend(opts.distinct()[0], slice(None))
-        else:  # the heads of one dilation share a pattern
+        dilations = opts.distinct()
+        if len(dilations) == 1:
+            out, weights = attend(dilations[0], slice(None))
+        else:  # a dilation per head: the heads of one dilation share a pattern
+            per_head = opts.per_head() or ()
             out = torch.empty_like(q)
             weights = q.new_empty(*q.shape[:3], length) if ctx.need_weights else None
-            for d in opts.distinct():
+            for d in dilations:
                 heads = [h for h, d_h in enumerate(per_head) if d_h == d]
                 out[:, heads], part_weights = attend(d, heads)
                 if weights is not None and part_weights is not None:
